@@ -1,0 +1,1 @@
+"""Data-poisoning backdoor attacks on contrastive learning (CTRL, SSL-Backdoor, CorruptEncoder)."""

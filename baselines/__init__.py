@@ -1,0 +1,1 @@
+"""Baseline defenses: density-clustering filter-and-retrain and the pruning ensemble."""

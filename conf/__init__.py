@@ -1,0 +1,1 @@
+"""Hydra configuration tree of the dift harness (config groups live in the sub-folders)."""

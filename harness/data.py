@@ -1,0 +1,181 @@
+"""Image sets decoded once into uint8 tensors, from torchvision's layouts or an ImageFolder tree.
+
+Every training item carries its index in the training set (what DIFT needs to map an embedding
+back to its sample) and its label (used for anchors and evaluation only, never by SSL training).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+
+from harness.errors import DataNotFoundError, DiftUserError
+
+TORCHVISION_SETS = {"cifar10": ("CIFAR10", "cifar-10-batches-py"), "cifar100": ("CIFAR100", "cifar-100-python")}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass
+class ImageSet:
+    """A split held in memory: images (N, 3, H, W) uint8 (or float in [0, 1] once poisoned)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source_index: np.ndarray  # position of each sample in the full, unsubsampled split
+    paths: list[str] | None = field(default=None)  # file of each sample, when read from files
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        """The samples at ``index`` (positions in this set), keeping their source indexes and paths."""
+        index = np.asarray(index, dtype=np.int64)
+        paths = [self.paths[i] for i in index] if self.paths is not None else None
+        return ImageSet(self.images[index], self.labels[index], self.classes, self.source_index[index], paths)
+
+
+class IndexedDataset(Dataset):
+    """Yields ``(index, image, label)``: the index is the sample's position in the training set."""
+
+    def __init__(self, data: ImageSet) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, int]:
+        return i, self.data.images[i], int(self.data.labels[i])
+
+
+def default_data_root() -> str:
+    """``$DIFT_DATA_ROOT`` if set, else ``~/.cache/dift/data``."""
+    return os.environ.get("DIFT_DATA_ROOT") or str(Path.home() / ".cache" / "dift" / "data")
+
+
+def resolve_root(root: str | None) -> Path:
+    return Path(os.path.expanduser(root or default_data_root())).resolve()
+
+
+def _missing(name: str, root: Path, detail: str) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"dataset '{name}' not found under {root}: {detail}. Point DIFT_DATA_ROOT (or data.root=...) at the folder "
+        f"that holds it; e.g. DIFT_DATA_ROOT=../shared/datasets for the offline CIFAR-10 copy."
+    )
+
+
+def _load_torchvision(name: str, root: Path, train: bool, download: bool) -> ImageSet:
+    import torchvision
+
+    cls_name, _ = TORCHVISION_SETS[name]
+    try:
+        ds = getattr(torchvision.datasets, cls_name)(str(root), train=train, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+        raise _missing(name, root, f"torchvision could not read it ({e})") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    return ImageSet(images, labels, list(ds.classes), np.arange(len(labels)))
+
+
+def _list_image_folder(split_dir: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    paths, labels = [], []
+    for c, cls in enumerate(classes):
+        files = sorted(f for f in (split_dir / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        paths += [str(f) for f in files]
+        labels += [c] * len(files)
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def _decode(paths: list[str], size: int) -> torch.Tensor:
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    for i, p in enumerate(paths):
+        try:
+            img = Image.open(p).convert("RGB")
+        except OSError as e:
+            raise DataNotFoundError(f"cannot decode image {p}: {e}. Remove or replace the file.") from None
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        out[i] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    return out
+
+
+def _load_image_folder(name: str, folder: Path, split: str, size: int, keep: Callable[[np.ndarray], np.ndarray]) -> ImageSet:
+    split_dir = folder / split
+    if not split_dir.is_dir():
+        raise _missing(name, folder.parent, f"expected an ImageFolder at {split_dir} (<class>/<image> files)")
+    paths, labels, classes = _list_image_folder(split_dir)
+    if not paths:
+        raise _missing(name, folder.parent, f"{split_dir} has no class folders with images ({', '.join(IMAGE_SUFFIXES)})")
+    index = keep(labels)
+    chosen = [paths[i] for i in index]
+    return ImageSet(_decode(chosen, size), torch.as_tensor(labels[index]), classes, index, chosen)
+
+
+def stratified_subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indexes of a class-stratified random subset of ``size`` samples (all when ``size`` is None)."""
+    n = len(labels)
+    if size is None or size >= n:
+        return np.arange(n)
+    if size < len(np.unique(labels)):
+        raise DiftUserError(f"a stratified subset of {size} samples cannot hold all {len(np.unique(labels))} classes")
+    index, _ = train_test_split(np.arange(n), train_size=size, stratify=labels, random_state=seed)
+    return np.sort(index)
+
+
+def _subset_size(cfg: DictConfig, split: str, n_total: int) -> int | None:
+    if split == "train":
+        if cfg.get("max_train") is not None and cfg.get("train_fraction") is not None:
+            raise DiftUserError("set data.max_train or data.train_fraction, not both")
+        if cfg.get("train_fraction") is not None:
+            frac = float(cfg.train_fraction)
+            if not 0 < frac <= 1:
+                raise DiftUserError(f"data.train_fraction must be in (0, 1], got {frac}")
+            return max(1, int(round(frac * n_total)))
+        return cfg.get("max_train")
+    return cfg.get("max_test")
+
+
+def load_split(cfg: DictConfig, split: str, seed: int = 0) -> ImageSet:
+    """Load ``split`` ('train' or 'test') of the dataset described by a ``data`` config.
+
+    Looks for torchvision's layout for CIFAR-10/100 (or downloads it with ``data.download=true``), else for an
+    ImageFolder ``<root>/<folder>/{train,test}/<class>/*``; takes a stratified subset when configured.
+    """
+    if split not in ("train", "test"):
+        raise DiftUserError(f"unknown split '{split}': use 'train' or 'test'")
+    name = cfg.name
+    root = resolve_root(cfg.get("root"))
+    size = int(cfg.image_size)
+
+    def keep(labels: np.ndarray) -> np.ndarray:
+        return stratified_subset(labels, _subset_size(cfg, split, len(labels)), seed)
+
+    folder = root / cfg.get("folder", name)
+    tv = TORCHVISION_SETS.get(name)
+    if tv is not None and ((root / tv[1]).is_dir() or (cfg.get("download", False) and not folder.is_dir())):
+        full = _load_torchvision(name, root, split == "train", bool(cfg.get("download", False)))
+        data = full.subset(keep(full.labels.numpy()))
+    elif folder.is_dir():
+        data = _load_image_folder(name, folder, split, size, keep)
+    else:
+        expected = f"{root / tv[1]} (torchvision layout; data.download=true fetches it) or " if tv else ""
+        raise _missing(name, root, f"expected {expected}an ImageFolder {folder}/{{train,test}}/<class>/<image>")
+    if data.images.shape[-1] != size:
+        data.images = torch.nn.functional.interpolate(
+            data.images.float(), size=(size, size), mode="bilinear", antialias=True
+        ).round().clamp(0, 255).to(torch.uint8)
+    if cfg.get("num_classes") is not None and len(data.classes) != int(cfg.num_classes):
+        raise DiftUserError(
+            f"data.num_classes={cfg.num_classes} but {name} under {root} has {len(data.classes)} classes"
+        )
+    return data

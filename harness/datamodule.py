@@ -1,0 +1,51 @@
+"""Lightning data module: in-memory training set, seeded per-epoch shuffling, on-device two-view augmentation.
+
+Batches reach ``training_step`` in solo-learn's format ``(indexes, [view1, view2], targets)``.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, DistributedSampler
+
+from harness.augment import Normalize, TwoViews, batch_seed, build_view_augmentation
+from harness.data import ImageSet, IndexedDataset
+
+
+class ContrastiveDataModule(pl.LightningDataModule):
+    """Serves ``train`` (an :class:`ImageSet`) for SSL pretraining; labels ride along but are not used for training."""
+
+    def __init__(self, train: ImageSet, data_cfg: DictConfig, augment_cfg: DictConfig, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.train = train
+        self.batch_size = batch_size
+        self.seed = seed
+        self.normalize = Normalize(list(data_cfg.mean), list(data_cfg.std))
+        self.views = TwoViews(build_view_augmentation(augment_cfg, int(data_cfg.image_size)), self.normalize)
+        self._epoch = -1
+        self._batch = 0
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        dataset = IndexedDataset(self.train)
+        if len(dataset) < self.batch_size * world:
+            raise ValueError(
+                f"the training set has {len(dataset)} samples, fewer than one batch ({self.batch_size} x {world} "
+                f"devices): lower optimizer.batch_size or use more data"
+            )
+        # The sampler's permutation depends only on (seed, epoch): a resumed run shuffles like an uninterrupted one.
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001, ANN201 (Lightning hook)
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        indexes, images, targets = batch
+        epoch = self.trainer.current_epoch
+        if epoch != self._epoch:
+            self._epoch, self._batch = epoch, 0
+        seed = batch_seed(self.seed, epoch, self._batch, self.trainer.global_rank)
+        self._batch += 1
+        return indexes, self.views.to(images.device)(images, seed), targets

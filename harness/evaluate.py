@@ -1,0 +1,83 @@
+"""Frozen-encoder evaluation: clean ACC by linear probe and weighted kNN, and backdoor ASR on triggered test images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from tqdm.auto import tqdm
+
+from harness.augment import Normalize
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, images: torch.Tensor, normalize: Normalize, batch_size: int = 512,
+                     device: torch.device | str = "cpu", desc: str | None = None) -> torch.Tensor:
+    """Embed un-augmented images (uint8 or float in [0, 1]) with ``encoder`` in eval mode; returns CPU float32."""
+    was_training = encoder.training
+    encoder.eval()
+    normalize = normalize.to(device)
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=desc is None, leave=False):
+        x = normalize(images[start:start + batch_size].to(device))
+        out.append(encoder(x).float().cpu())
+    encoder.train(was_training)
+    return torch.cat(out)
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, seed: int = 0, max_iter: int = 1000) -> Pipeline:
+    """Multinomial logistic regression on standardised frozen features."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    return clf.fit(train_x.numpy(), train_y.numpy())
+
+
+@torch.no_grad()
+def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, query: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+    """Weighted kNN on cosine similarity (Wu et al. 2018; CTRL's monitor): votes exp(sim / T) of the k nearest."""
+    train_x = F.normalize(train_x, dim=1)
+    k = min(k, len(train_x))
+    preds = []
+    for start in range(0, len(query), chunk):
+        sim = F.normalize(query[start:start + chunk], dim=1) @ train_x.T
+        top_sim, top_idx = sim.topk(k, dim=1)
+        votes = torch.zeros(len(sim), num_classes).scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds)
+
+
+def attack_success_rate(pred: torch.Tensor, labels: torch.Tensor, target: int, include_target: bool = False) -> float:
+    """Percent of triggered test images classified as ``target``; by default over non-target-class images only."""
+    keep = torch.ones_like(labels, dtype=torch.bool) if include_target else labels != target
+    return 100.0 * (pred[keep] == target).float().mean().item()
+
+
+def evaluate_encoder(encoder: nn.Module, normalize: Normalize, train_images: torch.Tensor, train_labels: torch.Tensor,
+                     test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                     triggered_test: torch.Tensor | None = None, target_class: int | None = None,
+                     knn_k: int = 200, knn_temperature: float = 0.1, seed: int = 0,
+                     device: torch.device | str = "cpu") -> dict[str, float]:
+    """ACC (linear, kNN) in percent on the clean test set; with ``triggered_test`` and ``target_class`` also
+    ASR on non-target-class test images (``asr_*``) and CTRL's variant over all test images (``asr_*_all``)."""
+    if (triggered_test is None) != (target_class is None):
+        raise ValueError("ASR needs both triggered_test and target_class")
+    feats = {name: extract_features(encoder, imgs, normalize, device=device, desc=f"embed {name}")
+             for name, imgs in (("train", train_images), ("test", test_images), ("triggered", triggered_test))
+             if imgs is not None}
+    probe = linear_probe(feats["train"], train_labels, seed=seed)
+
+    def predict(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"linear": torch.as_tensor(probe.predict(x.numpy())),
+                "knn": knn_predict(feats["train"], train_labels, x, num_classes, knn_k, knn_temperature)}
+
+    metrics = {f"acc_{kind}": 100.0 * (p == test_labels).float().mean().item()
+               for kind, p in predict(feats["test"]).items()}
+    if triggered_test is not None:
+        for kind, p in predict(feats["triggered"]).items():
+            metrics[f"asr_{kind}"] = attack_success_rate(p, test_labels, target_class)
+            metrics[f"asr_{kind}_all"] = attack_success_rate(p, test_labels, target_class, include_target=True)
+    return metrics

@@ -1,0 +1,95 @@
+"""The method contract shared with solo-learn: cfg in, ``backbone``/``projector``, ``forward`` -> dict,
+``training_step`` on ``(indexes, [view1, view2], targets)``, ``momentum_pairs`` for EMA branches."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from harness.backbones import build_backbone
+from harness.optim import build_optimizer, warmup_cosine
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:
+    """Linear -> [BN] -> ReLU -> Linear: the projector/predictor head of SimCLR, MoCo v2 and BYOL."""
+    mid: list[nn.Module] = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), *mid, nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+
+class BaseMethod(pl.LightningModule):
+    """Backbone + projector trained by a self-supervised loss on two views; labels are never used for training."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        self.backbone = build_backbone(cfg.backbone)
+        self.features_dim = self.backbone.num_features
+        self.projector = self.build_projector(cfg.method)
+
+    def build_projector(self, mcfg: DictConfig) -> nn.Module:
+        return mlp(self.features_dim, int(mcfg.proj_hidden_dim), int(mcfg.proj_output_dim))
+
+    @property
+    def learnable_modules(self) -> list[nn.Module]:
+        return [self.backbone, self.projector]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(x)
+        return {"feats": feats, "z": self.projector(feats)}
+
+    def ssl_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        _, views, _ = batch
+        loss = self.ssl_loss(views)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        return {"loss": loss}
+
+    def configure_optimizers(self):  # noqa: ANN201
+        opt = build_optimizer(self.cfg.optimizer, self.learnable_modules)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(round(float(self.cfg.optimizer.warmup_epochs) * total / max(1, self.trainer.max_epochs)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class BaseMomentumMethod(BaseMethod):
+    """Adds a target branch (``momentum_backbone``, ``momentum_projector``) updated by EMA after each step,
+    with BYOL's cosine-increasing momentum tau from ``base_tau`` to ``final_tau``."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        self.momentum_backbone = copy.deepcopy(self.backbone)
+        self.momentum_projector = copy.deepcopy(self.projector)
+        for m in (self.momentum_backbone, self.momentum_projector):
+            m.requires_grad_(False)
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
+
+    def tau(self, step: int) -> float:
+        """tau_k = final - (final - base) * (cos(pi k / K) + 1) / 2 for step k of K."""
+        base, final = float(self.cfg.method.base_tau), float(self.cfg.method.final_tau)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return final - (final - base) * (math.cos(math.pi * min(step, total) / total) + 1) / 2
+
+    @torch.no_grad()
+    def momentum_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.momentum_backbone(x)
+        return {"feats": feats, "z": self.momentum_projector(feats)}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
+        tau = self.tau(self.trainer.global_step - 1)
+        for online, target in self.momentum_pairs:
+            for po, pt in zip(online.parameters(), target.parameters()):
+                pt.mul_(tau).add_(po.detach(), alpha=1 - tau)
+        self.log("tau", tau)

@@ -1,0 +1,136 @@
+"""``dift-pretrain``: contrastive pretraining on (optionally poisoned) data, then ACC/ASR evaluation.
+
+Writes into the run directory (``hydra.run.dir``): ``config.yaml``, ``checkpoints/last.ckpt``, ``logs/metrics.csv``
+and ``metrics.json``. Starting again with the same run directory resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from harness.augment import Normalize
+from harness.callbacks import AtomicCheckpointIO, EpochStats
+from harness.data import load_split
+from harness.datamodule import ContrastiveDataModule
+from harness.errors import DiftUserError
+from harness.evaluate import evaluate_encoder
+from harness.methods import build_method
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "kornia", "scikit-learn", "numpy", "dift")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON through a temporary file, so readers never see a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any data is read on values that would only break deep inside training."""
+    for key in ("optimizer.batch_size", "trainer.max_epochs"):
+        if int(OmegaConf.select(cfg, key)) < 1:
+            raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Save the resolved config; return the checkpoint to resume from, refusing a run dir of another config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    saved = run_dir / "config.yaml"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists() and saved.exists() and saved.read_text() != resolved:
+        raise DiftUserError(
+            f"{run_dir} holds a run with a different config ({saved}); resume it with the same settings, "
+            f"or start a new run with another hydra.run.dir"
+        )
+    saved.write_text(resolved)
+    return last if last.exists() else None
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+    return pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=str(run_dir),
+        logger=CSVLogger(str(run_dir), name="logs", version=""),
+        callbacks=[*callbacks, checkpoint],
+        plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0,
+    )
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Pretrain as configured, evaluate on rank 0 and write ``metrics.json``; returns the metrics."""
+    check_config(cfg)
+    started = time.perf_counter()
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    train = load_split(cfg.data, "train", seed=int(cfg.seed))
+    test = load_split(cfg.data, "test", seed=int(cfg.seed))
+    resume_from = prepare_run_dir(cfg, run_dir)
+
+    model = build_method(cfg)
+    datamodule = ContrastiveDataModule(train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed))
+    stats = EpochStats()
+    trainer = build_trainer(cfg, run_dir, [stats])
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if trainer.global_rank != 0:
+        return {}
+
+    metrics = evaluate_encoder(
+        model.backbone, Normalize(list(cfg.data.mean), list(cfg.data.std)), train.images, train.labels,
+        test.images, test.labels, len(train.classes), knn_k=int(cfg.eval.knn_k),
+        knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed), device=trainer.strategy.root_device,
+    )
+    epochs = stats.history
+    train_time = sum(e["time_s"] for e in epochs)
+    metrics.update({
+        "method": cfg.method.name, "dataset": cfg.data.name, "backbone": cfg.backbone.name, "seed": int(cfg.seed),
+        "train_samples": len(train), "test_samples": len(test), "epochs_trained": len(epochs),
+        "s_per_epoch": round(train_time / max(1, len(epochs)), 3), "train_time_s": round(train_time, 1),
+        "session_time_s": round(time.perf_counter() - started, 1), "resumed": resume_from is not None,
+        "epochs": epochs, "versions": package_versions(),
+    })
+    write_json(run_dir / "metrics.json", metrics)
+    print(f"ACC linear {metrics['acc_linear']:.2f} %, kNN {metrics['acc_knn']:.2f} % -> {run_dir / 'metrics.json'}")
+    return metrics
+
+
+@hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except DiftUserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
