@@ -56,6 +56,16 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, int]:
         return i, self.data.images[i], int(self.data.labels[i])
 
+    def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A whole batch by one tensor index (the DataLoader's fast path); pair with ``collate_fn=keep_batch``."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return idx, self.data.images[idx], self.data.labels[idx]
+
+
+def keep_batch(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Collate function for :meth:`IndexedDataset.__getitems__`: the batch is already assembled."""
+    return batch
+
 
 def default_data_root() -> str:
     """``$DIFT_DATA_ROOT`` if set, else ``~/.cache/dift/data``."""

@@ -11,21 +11,28 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler
 
 from harness.augment import Normalize, TwoViews, batch_seed, build_view_augmentation
-from harness.data import ImageSet, IndexedDataset
+from harness.data import ImageSet, IndexedDataset, keep_batch
 
 
 class ContrastiveDataModule(pl.LightningDataModule):
     """Serves ``train`` (an :class:`ImageSet`) for SSL pretraining; labels ride along but are not used for training."""
 
-    def __init__(self, train: ImageSet, data_cfg: DictConfig, augment_cfg: DictConfig, batch_size: int, seed: int) -> None:
+    def __init__(self, train: ImageSet, data_cfg: DictConfig, augment_cfg: DictConfig, batch_size: int, seed: int,
+                 data_on_device: bool = False, channels_last: bool = False) -> None:
         super().__init__()
         self.train = train
+        self.data_on_device = data_on_device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_size = batch_size
         self.seed = seed
         self.normalize = Normalize(list(data_cfg.mean), list(data_cfg.std))
         self.views = TwoViews(build_view_augmentation(augment_cfg, int(data_cfg.image_size)), self.normalize)
         self._epoch = -1
         self._batch = 0
+
+    def setup(self, stage: str) -> None:
+        if self.data_on_device and self.trainer is not None:
+            self.train.images = self.train.images.to(self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> DataLoader:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
@@ -37,7 +44,8 @@ class ContrastiveDataModule(pl.LightningDataModule):
             )
         # The sampler's permutation depends only on (seed, epoch): a resumed run shuffles like an uninterrupted one.
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=0,
+                          collate_fn=keep_batch)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001, ANN201 (Lightning hook)
         if self.trainer is None or not self.trainer.training:
@@ -48,4 +56,5 @@ class ContrastiveDataModule(pl.LightningDataModule):
             self._epoch, self._batch = epoch, 0
         seed = batch_seed(self.seed, epoch, self._batch, self.trainer.global_rank)
         self._batch += 1
-        return indexes, self.views.to(images.device)(images, seed), targets
+        views = [v.contiguous(memory_format=self.memory_format) for v in self.views.to(images.device)(images, seed)]
+        return indexes, views, targets

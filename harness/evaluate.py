@@ -53,7 +53,7 @@ def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, query: torch.Tenso
 def attack_success_rate(pred: torch.Tensor, labels: torch.Tensor, target: int, include_target: bool = False) -> float:
     """Percent of triggered test images classified as ``target``; by default over non-target-class images only."""
     keep = torch.ones_like(labels, dtype=torch.bool) if include_target else labels != target
-    return 100.0 * (pred[keep] == target).float().mean().item()
+    return round(100.0 * (pred[keep] == target).double().mean().item(), 4)
 
 
 def evaluate_encoder(encoder: nn.Module, normalize: Normalize, train_images: torch.Tensor, train_labels: torch.Tensor,
@@ -74,7 +74,7 @@ def evaluate_encoder(encoder: nn.Module, normalize: Normalize, train_images: tor
         return {"linear": torch.as_tensor(probe.predict(x.numpy())),
                 "knn": knn_predict(feats["train"], train_labels, x, num_classes, knn_k, knn_temperature)}
 
-    metrics = {f"acc_{kind}": 100.0 * (p == test_labels).float().mean().item()
+    metrics = {f"acc_{kind}": round(100.0 * (p == test_labels).double().mean().item(), 4)
                for kind, p in predict(feats["test"]).items()}
     if triggered_test is not None:
         for kind, p in predict(feats["triggered"]).items():

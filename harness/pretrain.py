@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import hydra
+import numpy as np
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -23,13 +24,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from harness.augment import Normalize
+import attacks
+from harness.augment import Normalize, to_float
 from harness.callbacks import AtomicCheckpointIO, EpochStats
 from harness.data import load_split
 from harness.datamodule import ContrastiveDataModule
 from harness.errors import DiftUserError
 from harness.evaluate import evaluate_encoder
 from harness.methods import build_method
+from harness.monitor import PoisonDensityMonitor
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -76,7 +79,9 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+    # One file, rewritten after every epoch (no metric is monitored, so "top-1" is the latest).
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", every_n_epochs=1,
+                                 enable_version_counter=False)
     return pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(run_dir),
@@ -90,36 +95,59 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Pretrain as configured, evaluate on rank 0 and write ``metrics.json``; returns the metrics."""
     check_config(cfg)
+    attack = attacks.from_config(cfg.attack)
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     train = load_split(cfg.data, "train", seed=int(cfg.seed))
     test = load_split(cfg.data, "test", seed=int(cfg.seed))
     resume_from = prepare_run_dir(cfg, run_dir)
+    ssl_train, poisoned_indexes = train, np.zeros(0, dtype=np.int64)
+    if attack is not None:
+        poisoned = attack.poison(train, int(cfg.attack.target_class), float(cfg.attack.rate), seed=int(cfg.seed))
+        ssl_train, poisoned_indexes = poisoned.train, poisoned.poisoned_indexes
+        np.save(run_dir / "poisoned_indexes.npy", poisoned_indexes)  # ground truth, never shown to defenses
 
     model = build_method(cfg)
-    datamodule = ContrastiveDataModule(train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed))
+    if cfg.speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    datamodule = ContrastiveDataModule(ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed),
+                                       data_on_device=bool(cfg.speed.data_on_device),
+                                       channels_last=bool(cfg.speed.channels_last))
+    normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
     stats = EpochStats()
-    trainer = build_trainer(cfg, run_dir, [stats])
+    callbacks: list[pl.Callback] = [stats]
+    if len(poisoned_indexes):
+        density = PoisonDensityMonitor(ssl_train.images, poisoned_indexes, normalize, k=int(cfg.monitor.density_k),
+                                       every_n_epochs=int(cfg.monitor.density_every))
+        callbacks.append(density)
+    trainer = build_trainer(cfg, run_dir, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if trainer.global_rank != 0:
         return {}
 
+    # The probe learns from the clean labelled training images; ASR is read on triggered test images.
+    triggered = attack.trigger(to_float(test.images), seed=int(cfg.attack.test_seed)) if attack else None
     metrics = evaluate_encoder(
-        model.backbone, Normalize(list(cfg.data.mean), list(cfg.data.std)), train.images, train.labels,
-        test.images, test.labels, len(train.classes), knn_k=int(cfg.eval.knn_k),
+        model.backbone, normalize, train.images, train.labels,
+        test.images, test.labels, len(train.classes), triggered_test=triggered,
+        target_class=int(cfg.attack.target_class) if attack else None, knn_k=int(cfg.eval.knn_k),
         knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed), device=trainer.strategy.root_device,
     )
     epochs = stats.history
     train_time = sum(e["time_s"] for e in epochs)
     metrics.update({
         "method": cfg.method.name, "dataset": cfg.data.name, "backbone": cfg.backbone.name, "seed": int(cfg.seed),
+        "attack": cfg.attack.name, "poisoned_samples": len(poisoned_indexes),
         "train_samples": len(train), "test_samples": len(test), "epochs_trained": len(epochs),
         "s_per_epoch": round(train_time / max(1, len(epochs)), 3), "train_time_s": round(train_time, 1),
         "session_time_s": round(time.perf_counter() - started, 1), "resumed": resume_from is not None,
         "epochs": epochs, "versions": package_versions(),
     })
+    if len(poisoned_indexes):
+        metrics["poison_density"] = density.history
     write_json(run_dir / "metrics.json", metrics)
-    print(f"ACC linear {metrics['acc_linear']:.2f} %, kNN {metrics['acc_knn']:.2f} % -> {run_dir / 'metrics.json'}")
+    asr = f", ASR linear {metrics['asr_linear']:.2f} %, kNN {metrics['asr_knn']:.2f} %" if attack else ""
+    print(f"ACC linear {metrics['acc_linear']:.2f} %, kNN {metrics['acc_knn']:.2f} %{asr} -> {run_dir / 'metrics.json'}")
     return metrics
 
 

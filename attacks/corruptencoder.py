@@ -1,0 +1,56 @@
+"""CorruptEncoder (Zhang et al., CVPR 2024): poisoned images composed of a reference object, a background and a
+patch trigger, so that random crops pair "object" views with "trigger" views.
+
+Per poisoned sample (a target-class image): the canvas is a background image of another class (seeded choice)
+at the output size; the reference object is the target-class image's central vertical strip (half the width, the
+full height: the paper's optimal geometry, canvas width = 2 x object width, height = object height) pasted at the
+left or right edge (seeded); the trigger goes to the centre of the remaining half, away from the object.
+At test time the trigger is pasted at a seeded random position, as for SSL-Backdoor.
+
+Differences from the original, for lack of the material offline: no segmentation masks (the object is the
+image's central strip, background pixels included), backgrounds are other-class images of the same data set
+rather than Places365 scenes, and images are 32 px rather than ImageNet's 224 px.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from attacks.base import Attack
+from attacks.patch import make_pattern, paste, random_positions
+from harness.augment import to_float
+from harness.data import ImageSet
+
+
+class CorruptEncoder(Attack):
+    name = "corruptencoder"
+
+    def __init__(self, patch_size: int = 5, pattern_seed: int = 0, trigger_image: str | None = None,
+                 test_region: str = "any", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.patch_size = int(patch_size)
+        self.pattern = make_pattern(self.patch_size, pattern_seed, trigger_image)
+        self.test_region = test_region
+
+    def trigger(self, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        pos = random_positions(len(images), images.shape[-2], images.shape[-1], self.patch_size, self.test_region, seed)
+        return paste(images, self.pattern.to(images), pos)
+
+    def poison_images(self, train: ImageSet, index: np.ndarray, seed: int) -> torch.Tensor:
+        rng = np.random.default_rng(seed)
+        labels = train.labels.numpy()
+        h, w = train.images.shape[-2:]
+        half = w // 2
+        objects = to_float(train.images[index])[..., (w - half) // 2:(w - half) // 2 + half]
+        others = np.flatnonzero(labels != labels[index[0]])
+        canvas = to_float(train.images[rng.choice(others, size=len(index))])
+        on_left = rng.random(len(index)) < 0.5
+        s = self.patch_size
+        row = (h - s) // 2
+        positions = []
+        for img, obj, left in zip(canvas, objects, on_left):
+            obj_col, trig_half = (0, w - half) if left else (w - half, 0)
+            img[:, :, obj_col:obj_col + half] = obj
+            positions.append((row, trig_half + (half - s) // 2))
+        return paste(canvas, self.pattern, torch.tensor(positions))

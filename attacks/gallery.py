@@ -1,0 +1,73 @@
+"""``dift-gallery``: a PNG of clean vs poisoned training samples and their difference, for every attack.
+
+    DIFT_DATA_ROOT=../shared/datasets dift-gallery --out docs/gallery.png
+    dift-gallery --preset cpu attack.target_class=3     # any further hydra overrides of the pretrain config
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+
+import attacks  # noqa: E402
+from harness.augment import to_float  # noqa: E402
+from harness.data import load_split  # noqa: E402
+
+
+def poisoned_examples(name: str, preset: str, overrides: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``n`` clean target-class training images, their poisoned versions and a caption of the settings."""
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=[f"preset={preset}", f"attack={name}", *overrides])
+    train = load_split(cfg.data, "train", seed=int(cfg.seed))
+    attack = attacks.from_config(cfg.attack)
+    result = attack.poison(train, int(cfg.attack.target_class), float(cfg.attack.rate), seed=int(cfg.seed))
+    index = result.poisoned_indexes[:n]
+    params = ", ".join(f"{k}={v}" for k, v in cfg.attack.params.items() if v is not None)
+    caption = f"{name} ({preset}): rate {cfg.attack.rate}, {params}"
+    return to_float(train.images[index]), to_float(result.train.images[index]), caption
+
+
+def draw(rows: list[tuple[torch.Tensor, torch.Tensor, str]], out: Path) -> None:
+    """One block per attack: clean row, poisoned row, |difference| row (scaled to its own maximum)."""
+    n = rows[0][0].shape[0]
+    fig, axes = plt.subplots(3 * len(rows), n, figsize=(1.3 * n, 1.45 * 3 * len(rows)), squeeze=False)
+    for b, (clean, poisoned, caption) in enumerate(rows):
+        diff = (poisoned - clean).abs()
+        diff = diff / diff.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        for r, (label, imgs) in enumerate((("clean", clean), ("poisoned", poisoned), ("|diff| (scaled)", diff))):
+            for c in range(n):
+                ax = axes[3 * b + r, c]
+                ax.imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(label, fontsize=7)
+        axes[3 * b, 0].set_title(caption, fontsize=7, loc="left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("gallery.png"))
+    parser.add_argument("--n", type=int, default=6, help="samples per attack")
+    parser.add_argument("--preset", default="paper", help="preset whose attack settings to show (paper or cpu)")
+    parser.add_argument("--attacks", nargs="+", default=sorted(attacks.ATTACKS))
+    parser.add_argument("overrides", nargs="*", help="hydra overrides of the pretrain config, e.g. data.root=...")
+    args = parser.parse_args(argv)
+    rows = [poisoned_examples(name, args.preset, args.overrides, args.n) for name in args.attacks]
+    draw(rows, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Patch triggers: the pattern (seeded or from an image file) and pasting it at seeded random positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.errors import DiftUserError
+
+
+def make_pattern(size: int, seed: int = 0, image_path: str | None = None) -> torch.Tensor:
+    """(3, size, size) float trigger in [0, 1]: a user image resized, else a seeded random binary colour pattern."""
+    if image_path:
+        path = Path(image_path).expanduser()
+        if not path.is_file():
+            raise DiftUserError(f"trigger image {path} not found")
+        img = Image.open(path).convert("RGB").resize((size, size), Image.NEAREST)
+        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (3, size, size), generator=g).float()
+
+
+def random_positions(n: int, height: int, width: int, size: int, region: str, seed: int) -> torch.Tensor:
+    """(n, 2) top-left corners (row, col) so the patch lies inside ``region``: 'any' (whole image) or 'center'
+    (the central half of each side: rows/cols from H/4 to 3H/4)."""
+    if size > min(height, width):
+        raise DiftUserError(f"patch of {size} px does not fit a {height}x{width} image")
+    if region == "any":
+        lo_r, hi_r, lo_c, hi_c = 0, height - size, 0, width - size
+    elif region == "center":
+        lo_r, lo_c = height // 4, width // 4
+        hi_r, hi_c = max(lo_r, 3 * height // 4 - size), max(lo_c, 3 * width // 4 - size)
+    else:
+        raise DiftUserError(f"patch region must be 'any' or 'center', got '{region}'")
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(lo_r, hi_r + 1, (n,), generator=g)
+    cols = torch.randint(lo_c, hi_c + 1, (n,), generator=g)
+    return torch.stack([rows, cols], dim=1)
+
+
+def paste(images: torch.Tensor, pattern: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Copy of ``images`` with the opaque ``pattern`` pasted at each image's (row, col)."""
+    out = images.clone()
+    s = pattern.shape[-1]
+    for img, (r, c) in zip(out, positions.tolist()):
+        img[:, r:r + s, c:c + s] = pattern
+    return out

@@ -1,0 +1,70 @@
+"""Where the (known) poisoned samples rank in kNN density during training — the premise DIFT relies on.
+
+Harness-only: it reads the ground-truth poisoned indexes, which no defense ever sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dift_plugin.density import knn_distance
+from harness.augment import Normalize
+from harness.evaluate import extract_features
+
+
+def density_rank_stats(x: torch.Tensor, poisoned: np.ndarray, k: int) -> dict[str, float]:
+    """Density ranks of ``poisoned`` among all rows of ``x`` (rank 0 = densest = smallest d_k).
+
+    ``median_rank_pct``: median poisoned rank as a percent of N (50 = average); ``top_share``: share of poisoned
+    among the |P| densest points (chance = |P| / N).
+    """
+    order = np.argsort(knn_distance(x, k, backend="exact"), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    top = np.isin(order[:len(poisoned)], poisoned).mean()
+    return {"median_rank_pct": round(100.0 * float(np.median(rank[poisoned])) / len(order), 2),
+            "top_share": round(float(top), 4)}
+
+
+@torch.no_grad()
+def embedding_spaces(model: pl.LightningModule, images: torch.Tensor, normalize: Normalize) -> dict[str, torch.Tensor]:
+    """The two spaces DIFT may rank in: backbone features and the L2-normalised projector output."""
+    device = model.device
+    feats = extract_features(model.backbone, images, normalize, device=device)
+    was_training = model.projector.training
+    model.projector.eval()
+    z = torch.cat([model.projector(f.to(device)).cpu() for f in feats.split(1024)])
+    model.projector.train(was_training)
+    return {"backbone": feats, "projector": F.normalize(z, dim=1)}
+
+
+class PoisonDensityMonitor(pl.Callback):
+    """Every ``every_n_epochs`` (and at the last epoch) records the density rank of the poisoned samples in both
+    spaces; the history is kept in checkpoints and written to ``metrics.json`` as ``poison_density``."""
+
+    def __init__(self, images: torch.Tensor, poisoned: np.ndarray, normalize: Normalize, k: int = 10,
+                 every_n_epochs: int = 5) -> None:
+        self.images, self.poisoned, self.normalize = images, poisoned, normalize
+        self.k, self.every = k, every_n_epochs
+        self.history: list[dict[str, Any]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = epoch + 1 == trainer.max_epochs
+        if trainer.global_rank != 0 or not (last or (self.every > 0 and (epoch + 1) % self.every == 0)):
+            return
+        row: dict[str, Any] = {"epoch": epoch}
+        for space, x in embedding_spaces(pl_module, self.images, self.normalize).items():
+            row.update({f"{space}_{key}": v for key, v in density_rank_stats(x, self.poisoned, self.k).items()})
+        self.history.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])

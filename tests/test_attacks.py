@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+import attacks
+from attacks.ctrl import block_dct, rgb_to_yuv, yuv_to_rgb
+from attacks.patch import random_positions
+from harness.data import ImageSet
+from harness.errors import DiftUserError
+
+
+def image_set(n=200, classes=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # Mid-range pixels, so a magnitude-100 CTRL trigger is not clipped.
+    images = (64 + torch.rand(n, 3, size, size, generator=g) * 128).to(torch.uint8)
+    labels = torch.arange(classes).repeat_interleave(n // classes)
+    return ImageSet(images, labels, [str(c) for c in range(classes)], np.arange(n))
+
+
+def test_yuv_round_trip_within_1e3():
+    x = torch.rand(8, 3, 32, 32)
+    assert (yuv_to_rgb(rgb_to_yuv(x)) - x).abs().max() < 1e-3
+    # Analog YUV: Y is the BT.601 luma, U and V have no offset (a grey pixel has U = V = 0).
+    grey = torch.full((1, 3, 1, 1), 0.5)
+    torch.testing.assert_close(rgb_to_yuv(grey).flatten(), torch.tensor([0.5, 0.0, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_ctrl_moves_exactly_the_trigger_coefficients():
+    x = torch.rand(4, 3, 32, 32, dtype=torch.float64) * 0.5 + 0.25
+    ctrl = attacks.build("ctrl", magnitude=100, positions=[15, 31], window_size=32)
+    t = ctrl.trigger(x)
+    d = block_dct(rgb_to_yuv(t * 255), 32) - block_dct(rgb_to_yuv(x * 255), 32)
+    expected = torch.zeros_like(d)
+    for c in (1, 2):
+        for p in (15, 31):
+            expected[:, c, p, p] = 100
+    torch.testing.assert_close(d, expected, atol=1e-6, rtol=0)
+
+
+def test_ctrl_windows_tile_the_image():
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 0.5 + 0.25
+    t = attacks.build("ctrl", magnitude=30, positions=[7], window_size=16).trigger(x)
+    d = block_dct(rgb_to_yuv(t * 255), 16) - block_dct(rgb_to_yuv(x * 255), 16)
+    for r in (7, 23):
+        for c in (7, 23):  # coefficient (7, 7) of each of the four 16x16 blocks
+            torch.testing.assert_close(d[:, 1:, r, c], torch.full((2, 2), 30.0, dtype=torch.float64))
+    assert d.abs().sum() == pytest.approx(2 * 2 * 4 * 30)
+    with pytest.raises(DiftUserError, match="inside the window"):
+        attacks.build("ctrl", positions=[31], window_size=16)
+
+
+def test_ctrl_poisoned_images_stay_float_unless_rounding_is_asked():
+    data = image_set()
+    plain = attacks.build("ctrl").poison(data, target_class=1, rate=0.05, seed=0)
+    assert plain.train.images.dtype == torch.float32
+    assert not torch.equal(plain.train.images * 255, (plain.train.images * 255).round())
+    rounded = attacks.build("ctrl", round_to_uint8=True).poison(data, target_class=1, rate=0.05, seed=0)
+    assert rounded.train.images.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
+def test_poisoned_indexes_are_exactly_the_modified_samples(name):
+    data = image_set()
+    result = attacks.build(name).poison(data, target_class=2, rate=0.1, seed=3)
+    idx = result.poisoned_indexes
+    assert len(idx) == 20 and np.all(np.diff(idx) > 0)
+    assert (data.labels[idx] == 2).all()  # only target-class images are poisoned
+    before = data.images.float() / 255
+    changed = (result.train.images.float() - before).abs().flatten(1).amax(dim=1) > 1e-6
+    assert np.array_equal(np.flatnonzero(changed.numpy()), idx)
+    assert torch.equal(result.train.labels, data.labels)
+    assert data.images.dtype == torch.uint8  # the clean set is left untouched
+
+
+@pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
+def test_poisoning_is_reproducible_from_its_seed(name):
+    data = image_set()
+    a = attacks.build(name).poison(data, 0, 0.1, seed=1)
+    b = attacks.build(name).poison(data, 0, 0.1, seed=1)
+    c = attacks.build(name).poison(data, 0, 0.1, seed=2)
+    assert np.array_equal(a.poisoned_indexes, b.poisoned_indexes) and torch.equal(a.train.images, b.train.images)
+    assert not np.array_equal(a.poisoned_indexes, c.poisoned_indexes)
+
+
+def test_first_selection_takes_the_first_target_images():
+    data = image_set()
+    result = attacks.build("ctrl", selection="first").poison(data, target_class=1, rate=0.05, seed=0)
+    assert result.poisoned_indexes.tolist() == list(range(50, 60))
+
+
+def test_patches_land_where_configured():
+    x = torch.full((64, 3, 32, 32), 0.5)
+    atk = attacks.build("sslbackdoor", patch_size=5, pattern_seed=4)
+    pattern = atk.pattern
+    assert set(pattern.unique().tolist()) == {0.0, 1.0}  # high-contrast binary pattern
+    data = ImageSet((x * 255).to(torch.uint8), torch.zeros(64, dtype=torch.long), ["a", "b"], np.arange(64))
+    poisoned = atk.poison(data, 0, 0.5, seed=0).train.images
+    test = atk.trigger(x, seed=0)
+    for imgs, lo, hi in ((poisoned[poisoned.flatten(1).std(1) > 0], 8, 24), (test, 0, 32)):
+        for img in imgs:
+            rows, cols = torch.nonzero((img - 0.5).abs().sum(0) > 0.1, as_tuple=True)
+            r, c = rows.min().item(), cols.min().item()
+            assert lo <= r and r + 5 <= hi and lo <= c and c + 5 <= hi
+            torch.testing.assert_close(img[:, r:r + 5, c:c + 5], pattern)
+    # Test positions spread over the whole image, not only the centre.
+    pos = random_positions(500, 32, 32, 5, "any", seed=0)
+    assert pos.min() == 0 and pos.max() == 27
+
+
+def test_corruptencoder_composes_object_background_and_trigger():
+    data = image_set(n=40, classes=2, size=32)
+    atk = attacks.build("corruptencoder", patch_size=4)
+    res = atk.poison(data, target_class=0, rate=0.25, seed=0)
+    for i in res.poisoned_indexes:
+        img, obj = res.train.images[i], data.images[i].float() / 255
+        left = torch.allclose(img[:, :, :16], obj[:, :, 8:24])
+        right = torch.allclose(img[:, :, 16:], obj[:, :, 8:24])
+        assert left != right  # the object strip sits at exactly one edge
+        trig_col = 16 + 6 if left else 6
+        torch.testing.assert_close(img[:, 14:18, trig_col:trig_col + 4], atk.pattern)
+
+
+def test_bad_attack_settings_fail_clearly():
+    data = image_set()
+    with pytest.raises(DiftUserError, match="unknown attack 'badnets'"):
+        attacks.build("badnets")
+    with pytest.raises(DiftUserError, match="bad parameters for attack 'ctrl'"):
+        attacks.build("ctrl", size=3)
+    with pytest.raises(DiftUserError, match="only 50"):
+        attacks.build("ctrl").poison(data, 0, rate=0.3)
+    with pytest.raises(DiftUserError, match="not a class index"):
+        attacks.build("ctrl").poison(data, 7, rate=0.01)

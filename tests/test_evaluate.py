@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torch import nn
+
+from harness.augment import Normalize
+from harness.evaluate import attack_success_rate, evaluate_encoder, knn_predict
+
+
+def blobs(n_per_class, num_classes=3, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.eye(dim)[:num_classes] * 5
+    y = torch.arange(num_classes).repeat_interleave(n_per_class)
+    return centers[y] + 0.3 * torch.randn(len(y), dim, generator=g), y
+
+
+def test_knn_classifies_separable_clusters():
+    x, y = blobs(50)
+    q, qy = blobs(20, seed=1)
+    assert (knn_predict(x, y, q, num_classes=3, k=10) == qy).all()
+
+
+def test_asr_counts_non_target_images_only_unless_asked():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 0, 0, 1, 0, 2])  # target 0: 2 of the 4 non-target images flip to 0
+    assert attack_success_rate(pred, labels, target=0) == 50.0
+    assert attack_success_rate(pred, labels, target=0, include_target=True) == pytest.approx(400 / 6)
+
+
+class Flatten(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def test_evaluate_encoder_reports_acc_and_asr():
+    # Images whose mean colour encodes the class; the "trigger" paints everything like class 0.
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(40)
+    imgs = torch.rand(120, 3, 4, 4, generator=g) * 0.2
+    imgs[torch.arange(120), y] += 0.7
+    trig = imgs.clone()
+    trig[:, 0] = 0.9
+    trig[:, 1:] = 0.05
+    m = evaluate_encoder(Flatten(), Normalize([0.0] * 3, [1.0] * 3), imgs, y, imgs, y, 3,
+                         triggered_test=trig, target_class=0, knn_k=10)
+    assert m["acc_linear"] == 100.0 and m["acc_knn"] == 100.0
+    assert m["asr_linear"] == 100.0 and m["asr_knn"] == 100.0
+    assert m["asr_knn_all"] == 100.0

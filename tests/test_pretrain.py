@@ -1,0 +1,106 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from harness.errors import DiftUserError
+from harness.pretrain import run
+from tests.conftest import TINY, make_cfg
+
+
+def cli(run_dir, *extra):
+    return [sys.executable, "-m", "harness.pretrain", *TINY, f"hydra.run.dir={run_dir}", *extra]
+
+
+def test_run_writes_config_metrics_logs_and_checkpoint(tmp_path, data_root):
+    cfg = make_cfg("method=byol")
+    metrics = run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == metrics
+    assert 10.0 < saved["acc_linear"] <= 100.0 and 10.0 < saved["acc_knn"] <= 100.0  # well above chance (10 %)
+    assert [e["epoch"] for e in saved["epochs"]] == [0, 1] and all(e["time_s"] > 0 for e in saved["epochs"])
+    assert saved["seed"] == 0 and saved["versions"]["torch"].startswith("2.14")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["method"]["name"] == "byol"
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert "train_loss_epoch" in (tmp_path / "logs" / "metrics.csv").read_text()
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, data_root):
+    extra = ("trainer.max_epochs=6", "method=moco", "method.queue_size=128")
+    subprocess.run(cli(tmp_path / "straight", *extra), check=True, cwd=tmp_path, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed, *extra), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
+        time.sleep(0.02)
+    time.sleep(0.5)  # kill somewhere inside a later epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+    subprocess.run(cli(killed, *extra), check=True, cwd=tmp_path, capture_output=True)
+
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["resumed"] and not a["resumed"]
+    assert [e["epoch"] for e in b["epochs"]] == list(range(6))
+    assert [e["loss"] for e in b["epochs"]] == pytest.approx([e["loss"] for e in a["epochs"]], rel=1e-5)
+    for key in ("acc_linear", "acc_knn"):
+        assert b[key] == pytest.approx(a[key], abs=1e-6)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, data_root):
+    run(make_cfg("trainer.max_epochs=1"), tmp_path)
+    with pytest.raises(DiftUserError, match="different config"):
+        run(make_cfg("trainer.max_epochs=1", "seed=5"), tmp_path)
+
+
+def test_cli_errors_are_clear(tmp_path):
+    bad_method = subprocess.run(cli(tmp_path / "a", "method=swav"), cwd=tmp_path, capture_output=True, text=True)
+    assert bad_method.returncode != 0
+    assert "Could not find 'method/swav'" in bad_method.stderr and "simclr" in bad_method.stderr
+
+    missing = subprocess.run(cli(tmp_path / "b", f"data.root={tmp_path}/no-data"), cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert f"error: dataset 'cifar10' not found under {tmp_path}/no-data" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_attacked_run_reports_asr_and_density_of_the_poisoned(tmp_path, data_root):
+    cfg = make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=8", "monitor.density_every=1")
+    metrics = run(cfg, tmp_path)
+    poisoned = np.load(tmp_path / "poisoned_indexes.npy")
+    assert metrics["poisoned_samples"] == len(poisoned) == 25  # 5 % of 512
+    for key in ("asr_linear", "asr_knn", "asr_linear_all", "asr_knn_all"):
+        assert 0.0 <= metrics[key] <= 100.0
+    rows = metrics["poison_density"]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for space in ("backbone", "projector"):
+        assert 0 <= rows[-1][f"{space}_median_rank_pct"] <= 100 and 0 <= rows[-1][f"{space}_top_share"] <= 1
+
+
+def test_no_poison_control_still_measures_asr(tmp_path, data_root):
+    metrics = run(make_cfg("attack=ctrl", "attack.rate=0"), tmp_path)
+    assert metrics["poisoned_samples"] == 0 and "asr_linear" in metrics and "poison_density" not in metrics
+
+
+def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path, data_root):
+    run_dir = tmp_path / "ddp"
+    extra = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "method=moco",
+             "method.queue_size=128")
+    proc = subprocess.run(cli(run_dir, *extra), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 2 and metrics["acc_linear"] > 10.0
+    # 512 samples / (2 ranks x batch 64) = 4 steps per epoch, half of a single process's 8.
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 8
