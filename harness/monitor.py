@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dift_plugin.density import knn_distance
+from dift_plugin.density import knn_distance, knn_search
 from harness.augment import Normalize
 from harness.evaluate import extract_features
 
@@ -23,7 +23,7 @@ def density_rank_stats(x: torch.Tensor, poisoned: np.ndarray, k: int) -> dict[st
     ``median_rank_pct``: median poisoned rank as a percent of N (50 = average); ``top_share``: share of poisoned
     among the |P| densest points (chance = |P| / N).
     """
-    order = np.argsort(knn_distance(x, k, backend="exact"), kind="stable")
+    order = np.argsort(knn_distance(knn_search(x, k, backend="exact")), kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     top = np.isin(order[:len(poisoned)], poisoned).mean()

@@ -27,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 import attacks
 from harness.augment import Normalize, to_float
 from harness.callbacks import AtomicCheckpointIO, EpochStats
-from harness.data import load_split
 from harness.datamodule import ContrastiveDataModule
 from harness.errors import DiftUserError
 from harness.evaluate import evaluate_encoder
+from harness.experiment import prepare_data
 from harness.methods import build_method
 from harness.monitor import PoisonDensityMonitor
 
@@ -98,13 +98,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     attack = attacks.from_config(cfg.attack)
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    train = load_split(cfg.data, "train", seed=int(cfg.seed))
-    test = load_split(cfg.data, "test", seed=int(cfg.seed))
+    data = prepare_data(cfg, attack)
+    train, test, ssl_train, poisoned_indexes = data.train, data.test, data.ssl_train, data.poisoned_indexes
     resume_from = prepare_run_dir(cfg, run_dir)
-    ssl_train, poisoned_indexes = train, np.zeros(0, dtype=np.int64)
     if attack is not None:
-        poisoned = attack.poison(train, int(cfg.attack.target_class), float(cfg.attack.rate), seed=int(cfg.seed))
-        ssl_train, poisoned_indexes = poisoned.train, poisoned.poisoned_indexes
         np.save(run_dir / "poisoned_indexes.npy", poisoned_indexes)  # ground truth, never shown to defenses
 
     model = build_method(cfg)

@@ -1,0 +1,164 @@
+"""``DIFTDetector``: the paper's poisoned-sample identification as a scikit-learn-style estimator.
+
+Per epoch (``partial_fit``): kNN density (Eqs. 4-5) -> densest candidates -> anchor filtering by MinDist (Eq. 6)
+and a 2-component GMM -> intersection with the previous epoch's set until it stabilises; then label spreading
+on the sparse kNN graph grows the stable set into the detected set ``poisoned_indexes_``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from dift_plugin.anchors import filter_by_anchors, min_dist
+from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
+from dift_plugin.intersection import StabilityTracker, intersect
+from dift_plugin.spreading import mass_normalized, normalized_graph, rbf_knn_graph, spread
+
+STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")
+
+
+class DIFTDetector:
+    """Density-based identification of poisoned samples from one epoch's embeddings X (N, d).
+
+    Parameters (defaults chosen and measured as documented in the README):
+        k: neighbours for the density rho = 1 / d_k (Eq. 5).
+        candidate_fraction: share of N kept as the densest candidates.
+        min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
+        patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs.
+        graph_k, alpha, spread_threshold: label spreading on the ``graph_k``-NN RBF graph with clamping ``alpha``;
+            a sample is detected when its class-mass-normalised poisoned probability exceeds ``spread_threshold``.
+        backend: kNN search, "auto" | "exact" | "hnsw".
+        random_state: seeds the GMM and HNSW.
+    """
+
+    def __init__(self, k: int = 10, candidate_fraction: float = 0.05, min_separation: float = 2.0,
+                 patience: int = 2, tolerance: float = 0.0, graph_k: int = 20, alpha: float = 0.5,
+                 spread_threshold: float = 0.5, spread_max_iter: int = 100, backend: str = "auto",
+                 random_state: int | None = 0) -> None:
+        self.k = k
+        self.candidate_fraction = candidate_fraction
+        self.min_separation = min_separation
+        self.patience = patience
+        self.tolerance = tolerance
+        self.graph_k = graph_k
+        self.alpha = alpha
+        self.spread_threshold = spread_threshold
+        self.spread_max_iter = spread_max_iter
+        self.backend = backend
+        self.random_state = random_state
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    def fit(self, X: Any, anchor_indexes: Any, anchor_labels: Any) -> "DIFTDetector":
+        """Run every stage on one epoch's embeddings (forgetting earlier epochs)."""
+        self._reset()
+        return self.partial_fit(X, anchor_indexes, anchor_labels)
+
+    def partial_fit(self, X: Any, anchor_indexes: Any, anchor_labels: Any) -> "DIFTDetector":
+        """One epoch: carries the intersection S_t = S_{t-1} ∩ K_t across calls."""
+        x, anchors, labels = self._validate(X, anchor_indexes, anchor_labels)
+        if not hasattr(self, "tracker_"):
+            self._reset()
+        self.timings_ = {}
+        with self._timed("density"):
+            neighbours = knn_search(x, max(self.k, self.graph_k), backend=self.backend,
+                                    random_state=self.random_state or 0)
+            self.density_ = local_density(knn_distance(_first(neighbours, self.k)))
+            self.candidates_ = select_candidates(self.density_, int(round(self.candidate_fraction * len(x))))
+        with self._timed("anchor_filter"):
+            self.min_dist_ = min_dist(x, x[torch.as_tensor(anchors)], labels)
+            result = filter_by_anchors(self.min_dist_[self.candidates_], float(np.median(self.min_dist_)),
+                                       self.min_separation, self.random_state)
+            self.kept_ = self.candidates_[result.kept]
+            self.filter_reason_ = result.reason
+        with self._timed("intersection"):
+            self.stable_set_ = intersect(self.stable_set_ if self.tracker_.sizes else None, self.kept_)
+            self.is_stable_ = self.tracker_.update(len(self.stable_set_))
+        with self._timed("spreading"):
+            self.poisoned_indexes_, self.spread_score_ = self._spread(neighbours, anchors)
+        self.n_epochs_ = len(self.tracker_.sizes)
+        return self
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The state that ``partial_fit`` carries across epochs, as a plain dict of arrays (for checkpoints)."""
+        return {"stable_set_": np.asarray(getattr(self, "stable_set_", np.zeros(0, np.int64))),
+                "sizes": np.asarray(self.tracker_.sizes if hasattr(self, "tracker_") else [], dtype=np.int64),
+                "streak": np.asarray(self.tracker_.streak if hasattr(self, "tracker_") else 0),
+                "n_samples": np.asarray(getattr(self, "n_samples_", -1))}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> "DIFTDetector":
+        """Restore what :meth:`get_state` returned; the next ``partial_fit`` continues the intersection."""
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"detector state lacks {missing}: pass the dict returned by get_state()")
+        self._reset()
+        self.stable_set_ = np.asarray(state["stable_set_"], dtype=np.int64)
+        self.tracker_.sizes = [int(s) for s in np.asarray(state["sizes"]).ravel()]
+        self.tracker_.streak = int(state["streak"])
+        self.n_samples_ = int(state["n_samples"])
+        self.is_stable_ = self.tracker_.is_stable
+        return self
+
+    # -- stages -----------------------------------------------------------------------------------------------
+
+    def _spread(self, neighbours: Neighbours, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label spreading from the stable set (poisoned) and the anchors (clean); class-mass normalised."""
+        n = len(self.density_)
+        seeds = np.setdiff1d(self.stable_set_, anchors)
+        if len(seeds) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(n)
+        graph = normalized_graph(rbf_knn_graph(_first(neighbours, self.graph_k)))
+        result = spread(graph, seeds, anchors, alpha=self.alpha, max_iter=self.spread_max_iter)
+        score = mass_normalized(result.scores, len(seeds) / n)
+        detected = np.union1d(seeds, np.flatnonzero(score > self.spread_threshold))
+        return np.setdiff1d(detected, anchors), score
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance)
+        self.stable_set_ = np.zeros(0, dtype=np.int64)
+        self.is_stable_ = False
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings_[stage] = round(time.perf_counter() - start, 4)
+
+    def _validate(self, X: Any, anchor_indexes: Any, anchor_labels: Any) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        x = as_tensor(X)
+        if x.ndim != 2:
+            raise ValueError(f"X must be a 2-D (N, d) array of embeddings, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("X contains NaN or inf: check the encoder's output (e.g. a diverged training step)")
+        n = len(x)
+        if n <= max(self.k, self.graph_k):
+            raise ValueError(f"X has {n} samples; need more than k={self.k} and graph_k={self.graph_k}")
+        anchors = np.asarray(anchor_indexes).ravel()
+        labels = np.asarray(anchor_labels).ravel()
+        if anchors.dtype.kind not in "iu":
+            raise ValueError(f"anchor_indexes must be integers, got dtype {anchors.dtype}")
+        if len(anchors) != len(labels):
+            raise ValueError(f"{len(anchors)} anchor indexes but {len(labels)} anchor labels")
+        if len(anchors) and (anchors.min() < 0 or anchors.max() >= n):
+            raise ValueError(f"anchor indexes must lie in [0, {n}); got range [{anchors.min()}, {anchors.max()}]")
+        if len(np.unique(anchors)) != len(anchors):
+            raise ValueError("anchor indexes contain duplicates")
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"need anchors of at least 2 classes, got {len(np.unique(labels))}")
+        if getattr(self, "n_samples_", -1) not in (-1, n) and self.tracker_.sizes:
+            raise ValueError(f"X has {n} samples but earlier epochs had {self.n_samples_}: use fit() to start over")
+        self.n_samples_ = n
+        return x, anchors.astype(np.int64), labels
+
+
+def _first(neighbours: Neighbours, k: int) -> Neighbours:
+    """The first ``k`` neighbours of each point."""
+    return Neighbours(neighbours.index[:, :k], neighbours.distance[:, :k])

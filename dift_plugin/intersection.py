@@ -1,0 +1,39 @@
+"""Intersection across epochs: the kept set is intersected with the previous epoch's until it stabilises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def intersect(previous: np.ndarray | None, kept: np.ndarray) -> np.ndarray:
+    """S_t = S_{t-1} ∩ K_t (sorted); the first epoch, or an empty S_{t-1}, starts from K_t."""
+    kept = np.unique(np.asarray(kept, dtype=np.int64))
+    if previous is None or len(previous) == 0:
+        return kept
+    return np.intersect1d(previous, kept)
+
+
+@dataclass
+class StabilityTracker:
+    """Stable once |S_t| has changed by at most ``tolerance`` (relative; 0 = unchanged) for ``patience``
+    consecutive epochs, with at least ``min_size`` samples in the set."""
+
+    patience: int = 2
+    tolerance: float = 0.0
+    min_size: int = 1
+    streak: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    def update(self, size: int) -> bool:
+        if self.sizes:
+            prev = self.sizes[-1]
+            change = abs(size - prev) / max(prev, 1)
+            self.streak = self.streak + 1 if change <= self.tolerance and size >= self.min_size else 0
+        self.sizes.append(int(size))
+        return self.is_stable
+
+    @property
+    def is_stable(self) -> bool:
+        return self.streak >= self.patience

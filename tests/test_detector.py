@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.semi_supervised import LabelSpreading
+
+from dift_plugin import DIFTDetector, draw_anchors
+from dift_plugin.anchors import min_dist
+from dift_plugin.density import knn_distance, knn_search, local_density, select_candidates
+from dift_plugin.intersection import StabilityTracker, intersect
+from dift_plugin.spreading import normalized_graph, rbf_knn_graph, spread
+
+
+def classes_with_cluster(n=5000, classes=10, dim=32, poison_share=0.01, seed=0):
+    """Class-like Gaussian clusters and, optionally, a tight cluster (the poison) away from all of them."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim)) * 3
+    labels = rng.integers(0, classes, size=n)
+    x = centers[labels] + rng.normal(size=(n, dim))
+    poisoned = np.sort(rng.choice(n, size=int(poison_share * n), replace=False))
+    if len(poisoned):
+        x[poisoned] = rng.normal(size=dim) * 3 + 0.1 * rng.normal(size=(len(poisoned), dim))
+    return x.astype(np.float32), labels, poisoned
+
+
+def anchors_for(labels, poisoned, seed=0):
+    return draw_anchors(labels, 10, pool=np.setdiff1d(np.arange(len(labels)), poisoned), random_state=seed)
+
+
+def precision_recall(found, truth):
+    tp = len(np.intersect1d(found, truth))
+    return tp / max(1, len(found)), tp / max(1, len(truth))
+
+
+def test_finds_a_tight_one_percent_cluster():
+    x, labels, poisoned = classes_with_cluster()
+    det = DIFTDetector().fit(x, *anchors_for(labels, poisoned))
+    p, r = precision_recall(det.poisoned_indexes_, poisoned)
+    assert p >= 0.95 and r >= 0.95, (p, r, det.filter_reason_)
+    assert np.all(np.diff(det.poisoned_indexes_) > 0) and det.poisoned_indexes_.dtype == np.int64
+    assert len(det.density_) == len(det.min_dist_) == len(x)
+    assert set(det.timings_) == {"density", "anchor_filter", "intersection", "spreading"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flags_under_one_percent_without_a_planted_cluster(seed):
+    x, labels, poisoned = classes_with_cluster(poison_share=0.0, seed=seed)
+    det = DIFTDetector().fit(x, *anchors_for(labels, poisoned, seed))
+    assert len(det.poisoned_indexes_) < 0.01 * len(x), det.filter_reason_
+
+
+def test_stages_follow_the_paper():
+    x, labels, poisoned = classes_with_cluster(n=2000, poison_share=0.02)
+    nb = knn_search(x, 10, backend="exact")
+    d = torch.cdist(torch.as_tensor(x), torch.as_tensor(x)).fill_diagonal_(float("inf"))
+    np.testing.assert_allclose(knn_distance(nb), d.topk(10, largest=False).values[:, -1].numpy(), rtol=1e-4)
+    rho = local_density(knn_distance(nb))
+    cand = select_candidates(rho, 100)
+    assert rho[cand].min() >= np.delete(rho, cand).max()  # the densest, no other
+    aidx, alab = anchors_for(labels, poisoned)
+    md = min_dist(x[:5], x[aidx], alab)
+    manual = [min(np.linalg.norm(x[i] - x[aidx[alab == c]], axis=1).mean() for c in range(10)) for i in range(5)]
+    np.testing.assert_allclose(md, manual, rtol=1e-4)
+
+
+def test_hnsw_and_exact_backends_agree():
+    x, labels, poisoned = classes_with_cluster(n=3000)
+    exact = knn_distance(knn_search(x, 10, backend="exact"))
+    approx = knn_distance(knn_search(x, 10, backend="hnsw", random_state=0))
+    assert np.mean(np.isclose(exact, approx, rtol=1e-3)) > 0.97
+
+
+def test_sparse_spreading_agrees_with_scikit_learn_dense_rbf():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [3, 0], [1.5, 2.5]])
+    y_true = rng.integers(0, 3, 3000)
+    x = centers[y_true] + rng.normal(size=(3000, 2)) * 0.9  # overlapping blobs: the boundary matters
+    seeds = np.concatenate([rng.choice(np.flatnonzero(y_true == c), 15, replace=False) for c in range(3)])
+    labels = np.full(3000, -1)
+    labels[seeds] = (y_true[seeds] == 0).astype(int)  # blob 0 "poisoned", blobs 1 and 2 "clean"
+    gamma = 20.0  # scikit-learn's default
+    dense = LabelSpreading(kernel="rbf", gamma=gamma, alpha=0.2, max_iter=30).fit(x, labels).transduction_
+    graph = normalized_graph(rbf_knn_graph(knn_search(x, 50, backend="exact"), gamma=gamma))
+    f = spread(graph, np.flatnonzero(labels == 1), np.flatnonzero(labels == 0), alpha=0.2, max_iter=30).scores
+    sparse = (f[:, 1] > f[:, 0]).astype(int)
+    assert np.mean(sparse == dense) >= 0.99
+
+
+def test_partial_fit_intersects_and_stabilises():
+    x, labels, poisoned = classes_with_cluster(n=3000, poison_share=0.02)
+    anchors = anchors_for(labels, poisoned)
+    rng = np.random.default_rng(5)
+    decoys = [np.setdiff1d(rng.choice(3000, 40, replace=False), np.concatenate([poisoned, anchors[0]]))
+              for _ in range(2)]
+
+    def epoch(decoy):
+        """The poison cluster plus a transient tight group of benign samples, different each epoch."""
+        xe = x.copy()
+        if decoy is not None:
+            xe[decoy] = rng.normal(size=32) * 3 + 0.1 * rng.normal(size=(len(decoy), 32))
+        return xe
+
+    det = DIFTDetector(patience=2)
+    det.partial_fit(epoch(decoys[0]), *anchors)
+    assert np.isin(decoys[0], det.kept_).mean() > 0.9 and np.array_equal(det.stable_set_, det.kept_)
+    first = det.stable_set_
+    det.partial_fit(epoch(decoys[1]), *anchors)
+    np.testing.assert_array_equal(det.stable_set_, np.intersect1d(first, det.kept_))
+    assert not np.isin(decoys[0], det.stable_set_).any() and not np.isin(decoys[1], det.stable_set_).any()
+    assert not det.is_stable_
+    sizes = []
+    for _ in range(3):
+        det.partial_fit(epoch(None), *anchors)
+        sizes.append(len(det.stable_set_))
+    assert det.is_stable_ and len(set(sizes)) == 1
+    assert precision_recall(det.stable_set_, poisoned)[0] == 1.0
+
+
+def test_intersection_and_stability_rules():
+    assert intersect(None, np.array([3, 1, 2])).tolist() == [1, 2, 3]
+    assert intersect(np.array([1, 2, 3]), np.array([2, 3, 4])).tolist() == [2, 3]
+    assert intersect(np.zeros(0, dtype=np.int64), np.array([5])).tolist() == [5]
+    t = StabilityTracker(patience=2, tolerance=0.1)
+    assert [t.update(s) for s in (100, 50, 48, 47, 20)] == [False, False, False, True, False]
+
+
+def test_state_round_trip_continues_identically():
+    x, labels, poisoned = classes_with_cluster(n=3000, poison_share=0.02)
+    anchors = anchors_for(labels, poisoned)
+    noisy = [x + 0.05 * np.random.default_rng(i).normal(size=x.shape).astype(np.float32) for i in range(3)]
+    a = DIFTDetector()
+    a.partial_fit(noisy[0], *anchors).partial_fit(noisy[1], *anchors)
+    b = DIFTDetector().set_state({k: v.copy() for k, v in a.get_state().items()})
+    a.partial_fit(noisy[2], *anchors)
+    b.partial_fit(noisy[2], *anchors)
+    for attr in ("stable_set_", "poisoned_indexes_", "kept_"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+    assert a.is_stable_ == b.is_stable_ and a.n_epochs_ == b.n_epochs_ == 3
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_fixed_random_state_is_deterministic(backend):
+    x, labels, poisoned = classes_with_cluster(n=3000)
+    anchors = anchors_for(labels, poisoned)
+    a = DIFTDetector(backend=backend, random_state=3).fit(x, *anchors)
+    b = DIFTDetector(backend=backend, random_state=3).fit(torch.as_tensor(x), *anchors)
+    np.testing.assert_array_equal(a.poisoned_indexes_, b.poisoned_indexes_)
+    np.testing.assert_array_equal(a.density_, b.density_)
+
+
+def test_bad_inputs_raise_clear_errors():
+    x, labels, poisoned = classes_with_cluster(n=500)
+    aidx, alab = anchors_for(labels, poisoned)
+    det = DIFTDetector()
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    cases = [
+        ((bad, aidx, alab), "NaN or inf"),
+        ((x[:, 0], aidx, alab), "2-D"),
+        ((x, np.append(aidx[:-1], 500), alab), r"\[0, 500\)"),
+        ((x, np.append(aidx[:-1], aidx[0]), alab), "duplicates"),
+        ((x, aidx, np.zeros_like(alab)), "at least 2 classes"),
+        ((x[:15], np.array([0, 1]), np.array([0, 1])), "more than k"),
+        ((x, aidx, alab[:-1]), "anchor labels"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            det.fit(*args)
+    with pytest.raises(ValueError, match="fewer than 10 anchors"):
+        draw_anchors(np.array([0, 0, 1]), 10)
