@@ -1,10 +1,12 @@
-"""Where the (known) poisoned samples rank in kNN density during training — the premise DIFT relies on.
+"""ASR and ACC during training, and where the (known) poisoned samples rank in kNN density — the premise DIFT
+relies on.
 
 Harness-only: it reads the ground-truth poisoned indexes, which no defense ever sees.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -43,12 +45,14 @@ def embedding_spaces(model: pl.LightningModule, images: torch.Tensor, normalize:
     return {"backbone": feats, "projector": F.normalize(z, dim=1)}
 
 
-class PoisonDensityMonitor(pl.Callback):
-    """Every ``every_n_epochs`` (and at the last epoch) records the density rank of the poisoned samples in both
-    spaces; the history is kept in checkpoints and written to ``metrics.json`` as ``poison_density``."""
+class AttackMonitor(pl.Callback):
+    """Every ``every_n_epochs`` (and at the last epoch) records ACC and ASR (``evaluate``: a callable taking the
+    backbone and returning evaluate_encoder's metrics) and, when samples are poisoned, their density rank in both
+    spaces: the ASR-vs-epoch curve. The history is kept in checkpoints and written to ``metrics.json``."""
 
-    def __init__(self, images: torch.Tensor, poisoned: np.ndarray, normalize: Normalize, k: int = 10,
-                 every_n_epochs: int = 5) -> None:
+    def __init__(self, evaluate: Callable[[torch.nn.Module], dict[str, float]], images: torch.Tensor,
+                 poisoned: np.ndarray, normalize: Normalize, k: int = 10, every_n_epochs: int = 5) -> None:
+        self.evaluate = evaluate
         self.images, self.poisoned, self.normalize = images, poisoned, normalize
         self.k, self.every = k, every_n_epochs
         self.history: list[dict[str, Any]] = []
@@ -58,9 +62,10 @@ class PoisonDensityMonitor(pl.Callback):
         last = epoch + 1 == trainer.max_epochs
         if trainer.global_rank != 0 or not (last or (self.every > 0 and (epoch + 1) % self.every == 0)):
             return
-        row: dict[str, Any] = {"epoch": epoch}
-        for space, x in embedding_spaces(pl_module, self.images, self.normalize).items():
-            row.update({f"{space}_{key}": v for key, v in density_rank_stats(x, self.poisoned, self.k).items()})
+        row: dict[str, Any] = {"epoch": epoch, **self.evaluate(pl_module.backbone)}
+        if len(self.poisoned):
+            for space, x in embedding_spaces(pl_module, self.images, self.normalize).items():
+                row.update({f"{space}_{key}": v for key, v in density_rank_stats(x, self.poisoned, self.k).items()})
         self.history.append(row)
 
     def state_dict(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from harness.errors import DiftUserError
 from harness.evaluate import evaluate_encoder
 from harness.experiment import prepare_data
 from harness.methods import build_method
-from harness.monitor import PoisonDensityMonitor
+from harness.monitor import AttackMonitor
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -111,25 +111,28 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                        data_on_device=bool(cfg.speed.data_on_device),
                                        channels_last=bool(cfg.speed.channels_last))
     normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
+    # The probe learns from the clean labelled training images; ASR is read on triggered test images.
+    triggered = attack.trigger(to_float(test.images), seed=int(cfg.attack.test_seed)) if attack else None
+
+    def evaluate(backbone: torch.nn.Module) -> dict[str, float]:
+        return evaluate_encoder(
+            backbone, normalize, train.images, train.labels, test.images, test.labels, len(train.classes),
+            triggered_test=triggered, target_class=int(cfg.attack.target_class) if attack else None,
+            knn_k=int(cfg.eval.knn_k), knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed),
+            device=next(backbone.parameters()).device)
+
     stats = EpochStats()
     callbacks: list[pl.Callback] = [stats]
-    if len(poisoned_indexes):
-        density = PoisonDensityMonitor(ssl_train.images, poisoned_indexes, normalize, k=int(cfg.monitor.density_k),
-                                       every_n_epochs=int(cfg.monitor.density_every))
-        callbacks.append(density)
+    if attack is not None:
+        monitor = AttackMonitor(evaluate, ssl_train.images, poisoned_indexes, normalize,
+                                k=int(cfg.monitor.density_k), every_n_epochs=int(cfg.monitor.every))
+        callbacks.append(monitor)
     trainer = build_trainer(cfg, run_dir, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if trainer.global_rank != 0:
         return {}
 
-    # The probe learns from the clean labelled training images; ASR is read on triggered test images.
-    triggered = attack.trigger(to_float(test.images), seed=int(cfg.attack.test_seed)) if attack else None
-    metrics = evaluate_encoder(
-        model.backbone, normalize, train.images, train.labels,
-        test.images, test.labels, len(train.classes), triggered_test=triggered,
-        target_class=int(cfg.attack.target_class) if attack else None, knn_k=int(cfg.eval.knn_k),
-        knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed), device=trainer.strategy.root_device,
-    )
+    metrics = evaluate(model.backbone)
     epochs = stats.history
     train_time = sum(e["time_s"] for e in epochs)
     metrics.update({
@@ -140,8 +143,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "session_time_s": round(time.perf_counter() - started, 1), "resumed": resume_from is not None,
         "epochs": epochs, "versions": package_versions(),
     })
-    if len(poisoned_indexes):
-        metrics["poison_density"] = density.history
+    if attack is not None:
+        metrics["curve"] = monitor.history
     write_json(run_dir / "metrics.json", metrics)
     asr = f", ASR linear {metrics['asr_linear']:.2f} %, kNN {metrics['asr_knn']:.2f} %" if attack else ""
     print(f"ACC linear {metrics['acc_linear']:.2f} %, kNN {metrics['acc_knn']:.2f} %{asr} -> {run_dir / 'metrics.json'}")

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from harness.detect import main as detect_main
 from harness.errors import DiftUserError
 from harness.pretrain import run
 from tests.conftest import TINY, make_cfg
@@ -76,21 +77,27 @@ def test_cli_errors_are_clear(tmp_path):
 
 
 def test_attacked_run_reports_asr_and_density_of_the_poisoned(tmp_path, data_root):
-    cfg = make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=8", "monitor.density_every=1")
+    cfg = make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=8", "monitor.every=1")
     metrics = run(cfg, tmp_path)
     poisoned = np.load(tmp_path / "poisoned_indexes.npy")
     assert metrics["poisoned_samples"] == len(poisoned) == 25  # 5 % of 512
     for key in ("asr_linear", "asr_knn", "asr_linear_all", "asr_knn_all"):
         assert 0.0 <= metrics[key] <= 100.0
-    rows = metrics["poison_density"]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    rows = metrics["curve"]
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["asr_knn"] == metrics["asr_knn"]
     for space in ("backbone", "projector"):
         assert 0 <= rows[-1][f"{space}_median_rank_pct"] <= 100 and 0 <= rows[-1][f"{space}_top_share"] <= 1
+    # dift-detect audits the run: the flagged list and a summary scored against the run's ground truth.
+    detect_main([str(tmp_path)])
+    summary = json.loads((tmp_path / "detect" / "summary.json").read_text())
+    assert summary["true_poisoned"] == 25 and {"precision", "recall"} <= set(summary["after_spreading"])
+    assert (tmp_path / "detect" / "flagged.csv").read_text().startswith("index,sample,density,min_dist,stage")
 
 
 def test_no_poison_control_still_measures_asr(tmp_path, data_root):
     metrics = run(make_cfg("attack=ctrl", "attack.rate=0"), tmp_path)
-    assert metrics["poisoned_samples"] == 0 and "asr_linear" in metrics and "poison_density" not in metrics
+    assert metrics["poisoned_samples"] == 0 and "asr_linear" in metrics
+    assert "asr_linear" in metrics["curve"][-1] and "projector_top_share" not in metrics["curve"][-1]
 
 
 def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path, data_root):
