@@ -89,7 +89,7 @@ def _load_torchvision(name: str, root: Path, train: bool, download: bool) -> Ima
     cls_name, _ = TORCHVISION_SETS[name]
     try:
         ds = getattr(torchvision.datasets, cls_name)(str(root), train=train, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+    except (RuntimeError, OSError) as e:  # "Dataset not found or corrupted.", or no network for download
         raise _missing(name, root, f"torchvision could not read it ({e})") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(ds.targets, dtype=torch.long)

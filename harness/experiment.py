@@ -12,8 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import attacks
 from attacks.base import Attack
+from harness.augment import Normalize, to_float
 from harness.data import ImageSet, load_split
 from harness.errors import DiftUserError
+from harness.evaluate import evaluate_encoder
 from harness.methods import BaseMethod, build_method
 
 
@@ -37,6 +39,19 @@ def prepare_data(cfg: DictConfig, attack: Attack | None = None) -> RunData:
         result = attack.poison(train, int(cfg.attack.target_class), float(cfg.attack.rate), seed=seed)
         ssl_train, poisoned = result.train, result.poisoned_indexes
     return RunData(train, test, ssl_train, poisoned, attack)
+
+
+def evaluate_backbone(backbone: torch.nn.Module, cfg: DictConfig, data: RunData) -> dict[str, float]:
+    """ACC of ``backbone`` (linear probe on the clean labelled training images, weighted kNN) and, with an attack,
+    its ASR on the triggered test images (trigger placement seeded by ``attack.test_seed``)."""
+    attack = data.attack
+    triggered = attack.trigger(to_float(data.test.images), seed=int(cfg.attack.test_seed)) if attack else None
+    return evaluate_encoder(
+        backbone, Normalize(list(cfg.data.mean), list(cfg.data.std)), data.train.images, data.train.labels,
+        data.test.images, data.test.labels, len(data.train.classes), triggered_test=triggered,
+        target_class=int(cfg.attack.target_class) if attack else None, knn_k=int(cfg.eval.knn_k),
+        knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed),
+        device=next(backbone.parameters()).device)
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, BaseMethod]:

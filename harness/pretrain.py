@@ -25,12 +25,11 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import attacks
-from harness.augment import Normalize, to_float
+from harness.augment import Normalize
 from harness.callbacks import AtomicCheckpointIO, EpochStats
 from harness.datamodule import ContrastiveDataModule
 from harness.errors import DiftUserError
-from harness.evaluate import evaluate_encoder
-from harness.experiment import prepare_data
+from harness.experiment import evaluate_backbone, prepare_data
 from harness.methods import build_method
 from harness.monitor import AttackMonitor
 
@@ -111,15 +110,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                        data_on_device=bool(cfg.speed.data_on_device),
                                        channels_last=bool(cfg.speed.channels_last))
     normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
-    # The probe learns from the clean labelled training images; ASR is read on triggered test images.
-    triggered = attack.trigger(to_float(test.images), seed=int(cfg.attack.test_seed)) if attack else None
 
     def evaluate(backbone: torch.nn.Module) -> dict[str, float]:
-        return evaluate_encoder(
-            backbone, normalize, train.images, train.labels, test.images, test.labels, len(train.classes),
-            triggered_test=triggered, target_class=int(cfg.attack.target_class) if attack else None,
-            knn_k=int(cfg.eval.knn_k), knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed),
-            device=next(backbone.parameters()).device)
+        return evaluate_backbone(backbone, cfg, data)
 
     stats = EpochStats()
     callbacks: list[pl.Callback] = [stats]

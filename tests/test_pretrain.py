@@ -12,6 +12,8 @@ import yaml
 
 from harness.detect import main as detect_main
 from harness.errors import DiftUserError
+from harness.evaluate_run import main as evaluate_run_main
+from harness.plot_curves import plot as plot_curves
 from harness.pretrain import run
 from tests.conftest import TINY, make_cfg
 
@@ -76,10 +78,16 @@ def test_cli_errors_are_clear(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
-def test_attacked_run_reports_asr_and_density_of_the_poisoned(tmp_path, data_root):
+@pytest.fixture(scope="module")
+def attacked_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("attacked")
     cfg = make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=8", "monitor.every=1")
-    metrics = run(cfg, tmp_path)
-    poisoned = np.load(tmp_path / "poisoned_indexes.npy")
+    return run_dir, run(cfg, run_dir)
+
+
+def test_attacked_run_reports_asr_and_density_of_the_poisoned(attacked_run, data_root):
+    run_dir, metrics = attacked_run
+    poisoned = np.load(run_dir / "poisoned_indexes.npy")
     assert metrics["poisoned_samples"] == len(poisoned) == 25  # 5 % of 512
     for key in ("asr_linear", "asr_knn", "asr_linear_all", "asr_knn_all"):
         assert 0.0 <= metrics[key] <= 100.0
@@ -87,11 +95,28 @@ def test_attacked_run_reports_asr_and_density_of_the_poisoned(tmp_path, data_roo
     assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["asr_knn"] == metrics["asr_knn"]
     for space in ("backbone", "projector"):
         assert 0 <= rows[-1][f"{space}_median_rank_pct"] <= 100 and 0 <= rows[-1][f"{space}_top_share"] <= 1
-    # dift-detect audits the run: the flagged list and a summary scored against the run's ground truth.
-    detect_main([str(tmp_path)])
-    summary = json.loads((tmp_path / "detect" / "summary.json").read_text())
+    plot_curves([run_dir], run_dir / "curves.png")
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dift_detect_audits_a_run(attacked_run, data_root):
+    run_dir, _ = attacked_run
+    detect_main([str(run_dir)])
+    summary = json.loads((run_dir / "detect" / "summary.json").read_text())
     assert summary["true_poisoned"] == 25 and {"precision", "recall"} <= set(summary["after_spreading"])
-    assert (tmp_path / "detect" / "flagged.csv").read_text().startswith("index,sample,density,min_dist,stage")
+    assert (run_dir / "detect" / "flagged.csv").read_text().startswith("index,sample,density,min_dist,stage")
+
+
+def test_evaluate_run_reproduces_the_run_and_takes_other_triggers(attacked_run, data_root, capsys):
+    run_dir, metrics = attacked_run
+    evaluate_run_main([str(run_dir), "attack.rate=0.05", "--out", str(run_dir / "again.json")])
+    again = json.loads((run_dir / "again.json").read_text())
+    for key in ("acc_linear", "acc_knn", "asr_linear", "asr_knn"):
+        assert again[key] == pytest.approx(metrics[key])
+    evaluate_run_main([str(run_dir), "attack=ctrl", "attack.params.positions=[7,15]", "--out", str(run_dir / "c.json")])
+    ctrl = json.loads((run_dir / "c.json").read_text())
+    assert ctrl["attack"]["name"] == "ctrl" and ctrl["attack"]["params"]["positions"] == [7, 15]
+    assert ctrl["acc_linear"] == pytest.approx(metrics["acc_linear"])
 
 
 def test_no_poison_control_still_measures_asr(tmp_path, data_root):
