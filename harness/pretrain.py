@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 import hydra
-import numpy as np
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -109,15 +109,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     datamodule = ContrastiveDataModule(ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed),
                                        data_on_device=bool(cfg.speed.data_on_device),
                                        channels_last=bool(cfg.speed.channels_last))
-    normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
-
-    def evaluate(backbone: torch.nn.Module) -> dict[str, float]:
-        return evaluate_backbone(backbone, cfg, data)
-
     stats = EpochStats()
     callbacks: list[pl.Callback] = [stats]
     if attack is not None:
-        monitor = AttackMonitor(evaluate, ssl_train.images, poisoned_indexes, normalize,
+        monitor = AttackMonitor(lambda backbone: evaluate_backbone(backbone, cfg, data), ssl_train.images,
+                                poisoned_indexes, Normalize(list(cfg.data.mean), list(cfg.data.std)),
                                 k=int(cfg.monitor.density_k), every_n_epochs=int(cfg.monitor.every))
         callbacks.append(monitor)
     trainer = build_trainer(cfg, run_dir, callbacks)
@@ -125,7 +121,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if trainer.global_rank != 0:
         return {}
 
-    metrics = evaluate(model.backbone)
+    metrics = evaluate_backbone(model.backbone, cfg, data)
     epochs = stats.history
     train_time = sum(e["time_s"] for e in epochs)
     metrics.update({
