@@ -118,10 +118,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         callbacks.append(monitor)
     trainer = build_trainer(cfg, run_dir, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if trainer.interrupted:
+        print(f"interrupted: start the same command with hydra.run.dir={run_dir} to resume", file=sys.stderr)
+        return {}
     if trainer.global_rank != 0:
         return {}
 
-    metrics = evaluate_backbone(model.backbone, cfg, data)
+    # With an attack, the monitor has just evaluated the final encoder: reuse that row.
+    last = monitor.history[-1] if attack is not None and monitor.history else None
+    if last is not None and last["epoch"] == trainer.current_epoch - 1:
+        metrics = {k: v for k, v in last.items() if k.startswith(("acc_", "asr_"))}
+    else:
+        metrics = evaluate_backbone(model.backbone, cfg, data)
     epochs = stats.history
     train_time = sum(e["time_s"] for e in epochs)
     metrics.update({
