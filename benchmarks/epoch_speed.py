@@ -12,30 +12,41 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from harness.augment import Normalize, TwoViews, build_view_augmentation
+import lightning.pytorch as pl
+import numpy as np
+
+from harness.data import ImageSet
+from harness.datamodule import ContrastiveDataModule
 from harness.methods import build_method
-from harness.optim import build_optimizer
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 BACKBONES = {"small_cnn": [], "resnet18_cifar-w16": ["backbone.width=16"], "resnet18_cifar": []}
 
 
+class StepTimer(pl.Callback):
+    """Wall time of each training step (augmentation, forward, backward, optimizer, EMA)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001, ANN201
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001, ANN201
+        self.times.append(time.perf_counter() - self.start)
+
+
 def seconds_per_step(overrides: list[str], steps: int, batch: int) -> float:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="pretrain", overrides=overrides)
-    model = build_method(cfg)
-    opt = build_optimizer(cfg.optimizer, model.learnable_modules)
-    views = TwoViews(build_view_augmentation(cfg.augment, 32), Normalize(list(cfg.data.mean), list(cfg.data.std)))
-    images = (torch.rand(batch, 3, 32, 32) * 255).to(torch.uint8)
-    times = []
-    for step in range(steps + 1):
-        start = time.perf_counter()
-        loss = model.ssl_loss(views(images, seed=step))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return sum(times[1:]) / steps  # the first step warms up
+    n = batch * (steps + 1)
+    images = (torch.rand(n, 3, 32, 32) * 255).to(torch.uint8)
+    data = ImageSet(images, torch.arange(n) % 10, [str(c) for c in range(10)], np.arange(n))
+    timer = StepTimer()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    trainer.fit(build_method(cfg), datamodule=ContrastiveDataModule(data, cfg.data, cfg.augment, batch, seed=0))
+    return sum(timer.times[1:]) / steps  # the first step warms up
 
 
 def main() -> None:
