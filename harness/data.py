@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
@@ -170,6 +170,8 @@ def load_split(cfg: DictConfig, split: str, seed: int = 0) -> ImageSet:
     def keep(labels: np.ndarray) -> np.ndarray:
         return stratified_subset(labels, _subset_size(cfg, split, len(labels)), seed)
 
+    if OmegaConf.is_missing(cfg, "folder"):
+        raise DiftUserError(f"data={name} needs data.folder=<folder under {root} holding train/ and test/>")
     folder = root / cfg.get("folder", name)
     tv = TORCHVISION_SETS.get(name)
     if tv is not None and ((root / tv[1]).is_dir() or (cfg.get("download", False) and not folder.is_dir())):

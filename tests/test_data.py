@@ -70,3 +70,8 @@ def test_batched_fetch_matches_single_items(data_root):
     assert idx.tolist() == [5, 3, 400]
     for j, i in enumerate([5, 3, 400]):
         assert torch.equal(images[j], ds[i][1]) and labels[j] == ds[i][2]
+
+
+def test_imagefolder_without_a_folder_asks_for_one():
+    with pytest.raises(DiftUserError, match="needs data.folder"):
+        load_split(make_cfg("data=imagefolder").data, "train")
