@@ -17,25 +17,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attacks.base import Attack
-from attacks.patch import make_pattern, paste, random_positions
+from attacks.patch import PatchAttack, paste
 from harness.augment import to_float
 from harness.data import ImageSet
 
 
-class CorruptEncoder(Attack):
+class CorruptEncoder(PatchAttack):
     name = "corruptencoder"
-
-    def __init__(self, patch_size: int = 5, pattern_seed: int = 0, trigger_image: str | None = None,
-                 test_region: str = "any", **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.patch_size = int(patch_size)
-        self.pattern = make_pattern(self.patch_size, pattern_seed, trigger_image)
-        self.test_region = test_region
-
-    def trigger(self, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        pos = random_positions(len(images), images.shape[-2], images.shape[-1], self.patch_size, self.test_region, seed)
-        return paste(images, self.pattern.to(images), pos)
 
     def poison_images(self, train: ImageSet, index: np.ndarray, seed: int) -> torch.Tensor:
         rng = np.random.default_rng(seed)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from attacks.base import Attack
 from harness.errors import DiftUserError
 
 
@@ -48,3 +49,23 @@ def paste(images: torch.Tensor, pattern: torch.Tensor, positions: torch.Tensor) 
     for img, (r, c) in zip(out, positions.tolist()):
         img[:, r:r + s, c:c + s] = pattern
     return out
+
+
+class PatchAttack(Attack):
+    """An attack whose trigger is an opaque patch; at test time it is pasted at a seeded random position in
+    ``test_region``. Subclasses decide how training images are poisoned."""
+
+    def __init__(self, patch_size: int = 5, pattern_seed: int = 0, trigger_image: str | None = None,
+                 test_region: str = "any", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.patch_size = int(patch_size)
+        self.pattern = make_pattern(self.patch_size, pattern_seed, trigger_image)
+        self.test_region = test_region
+
+    def _paste(self, images: torch.Tensor, region: str, seed: int) -> torch.Tensor:
+        pos = random_positions(len(images), images.shape[-2], images.shape[-1], self.patch_size, region, seed)
+        return paste(images, self.pattern.to(images), pos)
+
+    def trigger(self, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Test-time trigger: the patch at a seeded random position in ``test_region``."""
+        return self._paste(images, self.test_region, seed)

@@ -25,10 +25,6 @@ class Neighbours:
     index: np.ndarray
     distance: np.ndarray
 
-    @property
-    def k(self) -> int:
-        return self.index.shape[1]
-
 
 def knn_exact(x: torch.Tensor, k: int, chunk: int = 2048) -> Neighbours:
     """Exact search by chunked matmul + top-k: never holds more than ``chunk`` x N distances."""
