@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +31,18 @@ def draw_anchors(labels: np.ndarray, per_class: int = 10, pool: np.ndarray | Non
         chosen.append(rng.choice(members, size=per_class, replace=False))
     index = np.sort(np.concatenate(chosen))
     return index, labels[index]
+
+
+def read_anchors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(indexes, labels) from a CSV with a header and columns ``index,label``: the trusted clean samples."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"anchors file {path} not found (CSV with columns index,label)")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"index", "label"} <= set(rows[0]):
+        raise ValueError(f"{path} must be a CSV with a header and columns index,label")
+    return np.array([int(r["index"]) for r in rows]), np.array([int(r["label"]) for r in rows])
 
 
 def min_dist(x: np.ndarray | torch.Tensor, anchors: np.ndarray | torch.Tensor, anchor_labels: np.ndarray,

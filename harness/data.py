@@ -62,6 +62,22 @@ class IndexedDataset(Dataset):
         return idx, self.data.images[idx], self.data.labels[idx]
 
 
+class Images(Dataset):
+    """The images of an :class:`ImageSet` alone (what DIFT embeds); batched fetch, pair with ``keep_batch``."""
+
+    def __init__(self, data: ImageSet) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.data.images[i]
+
+    def __getitems__(self, index: list[int]) -> torch.Tensor:
+        return self.data.images[torch.as_tensor(index, dtype=torch.long)]
+
+
 def keep_batch(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """Collate function for :meth:`IndexedDataset.__getitems__`: the batch is already assembled."""
     return batch

@@ -18,12 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from dift_plugin import DIFTDetector, draw_anchors
+from dift_plugin.anchors import read_anchors
+from dift_plugin.scores import detection_scores
 from harness.errors import DiftUserError
-
-
-def precision_recall(found: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    tp = len(np.intersect1d(found, truth))
-    return {"precision": round(tp / max(1, len(found)), 4), "recall": round(tp / max(1, len(truth)), 4)}
 
 
 def from_run(run_dir: Path, space: str, per_class: int, seed: int):  # noqa: ANN201
@@ -43,17 +40,6 @@ def from_run(run_dir: Path, space: str, per_class: int, seed: int):  # noqa: ANN
     return x.numpy(), names, anchors, truth
 
 
-def read_anchors(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """CSV with a header and columns ``index,label``."""
-    if not path.is_file():
-        raise DiftUserError(f"anchors file {path} not found (CSV with columns index,label)")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"index", "label"} <= set(rows[0]):
-        raise DiftUserError(f"{path} must be a CSV with a header and columns index,label")
-    return np.array([int(r["index"]) for r in rows]), np.array([int(r["label"]) for r in rows])
-
-
 def write_report(out: Path, det: DIFTDetector, names: list[str], truth: np.ndarray | None, source: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stable = set(det.stable_set_.tolist())
@@ -69,8 +55,8 @@ def write_report(out: Path, det: DIFTDetector, names: list[str], truth: np.ndarr
                "timings_s": det.timings_}
     if truth is not None:
         summary["true_poisoned"] = len(truth)
-        summary["before_spreading"] = precision_recall(det.stable_set_, truth)
-        summary["after_spreading"] = precision_recall(det.poisoned_indexes_, truth)
+        summary["before_spreading"] = detection_scores(det.stable_set_, truth, len(det.density_))
+        summary["after_spreading"] = detection_scores(det.poisoned_indexes_, truth, len(det.density_))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"# DIFT detection: {source}", "", "| stage | samples |", "|---|---|",
              f"| all | {summary['samples']} |", f"| densest candidates | {summary['candidates']} |",

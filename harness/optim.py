@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -74,15 +73,3 @@ def build_optimizer(cfg: DictConfig, modules: list[nn.Module]) -> torch.optim.Op
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)), eta=float(cfg.get("eta", 0.02)))
     raise DiftUserError(f"unknown optimizer '{cfg.name}': choose sgd or lars")
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int, min_factor: float = 0.0):  # noqa: ANN201
-    """LR factor: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to ``min_factor``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor

@@ -6,6 +6,7 @@ and ``metrics.json``. Starting again with the same run directory resumes from th
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -26,8 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 import attacks
 from harness.augment import Normalize
+from dift_plugin.config import DIFTConfig, DIFTConfigError
+from dift_plugin.mixin import dift_config_of
 from harness.callbacks import AtomicCheckpointIO, EpochStats
 from harness.datamodule import ContrastiveDataModule
+from harness.defense import dift_data
+from harness.data import ImageSet
 from harness.errors import DiftUserError
 from harness.experiment import evaluate_backbone, prepare_data
 from harness.methods import build_method
@@ -55,11 +60,27 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail before any data is read on values that would only break deep inside training."""
+def write_detected(path: Path, detected: list[int], train: ImageSet) -> None:
+    """The samples DIFT removed: training-set position, position in the source dataset, file (if any)."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "source_index", "path"])
+        for i in detected:
+            w.writerow([i, int(train.source_index[i]), train.paths[i] if train.paths else ""])
+    os.replace(tmp, path)
+
+
+def check_config(cfg: DictConfig) -> DIFTConfig | None:
+    """Fail before any data is read on values that would only break deep inside training; returns DIFT's config
+    (None without DIFT)."""
     for key in ("optimizer.batch_size", "trainer.max_epochs"):
         if int(OmegaConf.select(cfg, key)) < 1:
             raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
+    try:
+        return dift_config_of(cfg)
+    except DIFTConfigError as e:
+        raise DiftUserError(str(e)) from e
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
@@ -93,7 +114,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Pretrain as configured, evaluate on rank 0 and write ``metrics.json``; returns the metrics."""
-    check_config(cfg)
+    dift = check_config(cfg)
     attack = attacks.from_config(cfg.attack)
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -104,6 +125,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         np.save(run_dir / "poisoned_indexes.npy", poisoned_indexes)  # ground truth, never shown to defenses
 
     model = build_method(cfg)
+    if dift is not None:
+        model.dift_data = dift_data(cfg, dift, data)
     if cfg.speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     datamodule = ContrastiveDataModule(ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed),
@@ -134,7 +157,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     train_time = sum(e["time_s"] for e in epochs)
     metrics.update({
         "method": cfg.method.name, "dataset": cfg.data.name, "backbone": cfg.backbone.name, "seed": int(cfg.seed),
-        "attack": cfg.attack.name, "poisoned_samples": len(poisoned_indexes),
+        "attack": cfg.attack.name, "defense": "dift" if dift is not None else cfg.defense.name,
+        "poisoned_samples": len(poisoned_indexes),
         "train_samples": len(train), "test_samples": len(test), "epochs_trained": len(epochs),
         "s_per_epoch": round(train_time / max(1, len(epochs)), 3), "train_time_s": round(train_time, 1),
         "session_time_s": round(time.perf_counter() - started, 1), "resumed": resume_from is not None,
@@ -142,9 +166,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     })
     if attack is not None:
         metrics["curve"] = monitor.history
+    if dift is not None:
+        write_detected(run_dir / "dift_detected.csv", model.dift_state.detected, ssl_train)
+        metrics["dift"] = model.dift_summary()
+        metrics["dift_time_s"] = round(sum(metrics["dift"]["time_s"].values()), 1)
     write_json(run_dir / "metrics.json", metrics)
     asr = f", ASR linear {metrics['asr_linear']:.2f} %, kNN {metrics['asr_knn']:.2f} %" if attack else ""
-    print(f"ACC linear {metrics['acc_linear']:.2f} %, kNN {metrics['acc_knn']:.2f} %{asr} -> {run_dir / 'metrics.json'}")
+    found = f", DIFT detected {metrics['dift']['detected']} samples" if dift is not None else ""
+    print(f"ACC linear {metrics['acc_linear']:.2f} %, kNN {metrics['acc_knn']:.2f} %{asr}{found} "
+          f"-> {run_dir / 'metrics.json'}")
     return metrics
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from dift_plugin.mixin import dift_config_of, with_dift
 from harness.errors import DiftUserError
 from harness.methods.base import BaseMethod, BaseMomentumMethod
 from harness.methods.byol import BYOL
@@ -14,11 +15,13 @@ METHODS: dict[str, type[BaseMethod]] = {"simclr": SimCLR, "moco": MoCoV2, "byol"
 
 
 def build_method(cfg: DictConfig) -> BaseMethod:
-    """Instantiate ``METHODS[cfg.method.name]`` with the whole run config."""
+    """Instantiate ``METHODS[cfg.method.name]`` with the whole run config; with DIFT mixed in when ``cfg.dift``
+    turns it on."""
     name = cfg.method.name
     if name not in METHODS:
         raise DiftUserError(f"unknown method '{name}': choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name](cfg)
+    cls = METHODS[name]
+    return (with_dift(cls) if dift_config_of(cfg) is not None else cls)(cfg)
 
 
 __all__ = ["METHODS", "BaseMethod", "BaseMomentumMethod", "build_method", "SimCLR", "MoCoV2", "BYOL"]

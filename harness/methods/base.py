@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from harness.backbones import build_backbone
-from harness.optim import build_optimizer, warmup_cosine
+from dift_plugin.schedule import warmup_cosine
+from harness.optim import build_optimizer
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:

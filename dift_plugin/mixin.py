@@ -1,0 +1,341 @@
+"""``DIFTMixin`` / ``with_dift``: DIFT inside the training of a solo-learn-style Lightning method.
+
+Thin glue over the framework-free parts: after each epoch it embeds the training set (un-augmented, eval mode,
+gathered across ranks), feeds :class:`DIFTDetector`; once the detected set is final it fine-tunes the online
+encoder (:func:`finetune`, Eq. 7), syncs the momentum branch, restarts the LR schedule over the remaining epochs
+and makes the trainer skip the detected samples from then on. Its state travels in Lightning checkpoints.
+
+The method class is used unchanged; it must have ``cfg`` (with a ``dift`` entry), ``backbone`` and ``projector``,
+optionally ``momentum_pairs`` and a MoCo queue. The data DIFT embeds is given as :class:`DIFTData`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from dift_plugin.branches import sync_momentum_branches
+from dift_plugin.config import DIFTConfig, DIFTConfigError, parse_dift_config
+from dift_plugin.detector import DIFTDetector
+from dift_plugin.finetune import finetune
+from dift_plugin.sampling import ExcludingSampler
+from dift_plugin.schedule import restarted_schedule
+from dift_plugin.scores import detection_scores
+
+PHASES = ("detecting", "filtered", "clean")  # filtered: fine-tuned and training without the detected set
+
+
+@dataclass
+class DIFTData:
+    """What DIFT embeds: ``dataset[i]`` is training sample i (its image, or a tuple whose first item is the image),
+    un-augmented; ``prepare`` turns a batch on the model's device into model input (e.g. uint8 -> normalised).
+    ``anchor_*``: the trusted clean samples (positions and labels). ``poisoned_indexes``: ground truth, only for
+    logging precision/recall in experiments — never used to decide anything."""
+
+    dataset: Dataset
+    anchor_indexes: np.ndarray
+    anchor_labels: np.ndarray
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+    poisoned_indexes: np.ndarray | None = None
+    collate_fn: Callable | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class DIFTState:
+    """Everything DIFT carries across epochs (saved under ``checkpoint["dift"]``)."""
+
+    phase: str = "detecting"
+    detected: list[int] = dataclasses.field(default_factory=list)
+    decided_epoch: int = -1
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    restart: dict[str, int] | None = None  # {"step", "warmup", "total"}: the restarted schedule, for resuming
+    finetune: dict[str, float] | None = None
+    detector: dict[str, list] = dataclasses.field(default_factory=dict)
+
+
+class DIFTMixin:
+    """Mix in before a method class (``class M(DIFTMixin, SimCLR)``), or use :func:`with_dift`."""
+
+    dift_data_factory: Callable[[Any], DIFTData] | None = None
+
+    def __init__(self, cfg: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cfg, *args, **kwargs)
+        self.dift_cfg: DIFTConfig | None = dift_config_of(cfg)
+        self.dift_data: DIFTData | None = None
+        self.dift_state = DIFTState()
+        self.dift_detector = DIFTDetector(**dataclasses.asdict(self.dift_cfg.detector),
+                                          random_state=self.dift_cfg.seed) if self.dift_cfg else None
+
+    # -- Lightning hooks --------------------------------------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.dift_cfg is None:
+            return
+        if self.dift_data is None and self.dift_data_factory is not None:
+            self.dift_data = type(self).dift_data_factory(self)  # after the trainer has set up its data
+        if self.dift_data is None:
+            raise DIFTConfigError("DIFT is on but has no data to embed: set model.dift_data = DIFTData(...) "
+                                  "before trainer.fit, or create the class with with_dift(cls, data_factory)")
+        n = len(self.dift_data.dataset)
+        anchors = np.asarray(self.dift_data.anchor_indexes)
+        if len(anchors) == 0 or anchors.min() < 0 or anchors.max() >= n:
+            raise DIFTConfigError(f"DIFT anchors must be positions in [0, {n}) of the training set")
+        if self.dift_state.phase == "filtered":  # resumed after filtering: filter again, continue the restart
+            self._dift_exclude(np.asarray(self.dift_state.detected, dtype=np.int64))
+            if self.dift_state.restart is not None:
+                r = self.dift_state.restart
+                self._dift_install_schedule(r["warmup"], r["total"], self.trainer.global_step - r["step"])
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        cfg, epoch = self.dift_cfg, self.trainer.current_epoch
+        if cfg is None or self.dift_state.phase != "detecting" or epoch < cfg.start_epoch:
+            return
+        row = self._dift_detect(epoch)
+        last_chance = epoch >= cfg.last_detection_epoch(int(self.trainer.max_epochs))
+        if self.dift_detector.is_stable_ or last_chance:
+            row.update(self._dift_mitigate(epoch))
+        row["phase"] = self.dift_state.phase
+        self.dift_state.history.append(row)
+        self.log_dict({f"dift/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))},
+                      on_step=False, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.dift_cfg is not None:
+            self.dift_state.detector = {k: np.asarray(v).tolist() for k, v in self.dift_detector.get_state().items()}
+            checkpoint["dift"] = dataclasses.asdict(self.dift_state)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.dift_cfg is not None and "dift" in checkpoint:
+            self.dift_state = DIFTState(**checkpoint["dift"])
+            if self.dift_state.detector.get("sizes"):
+                self.dift_detector.set_state(self.dift_state.detector)
+
+    # -- stages -----------------------------------------------------------------------------------------------
+
+    def dift_features(self, x: torch.Tensor, space: str) -> torch.Tensor:
+        """Backbone features, or the L2-normalised projector output."""
+        feats = self.backbone(x)
+        return feats if space == "backbone" else F.normalize(self.projector(feats), dim=1)
+
+    def _dift_detect(self, epoch: int) -> dict[str, Any]:
+        """Embed the training set and run one ``partial_fit`` on rank 0; every rank gets rank 0's result."""
+        data, det = self.dift_data, self.dift_detector
+        with self._dift_timed("embedding"):
+            x = self._dift_embed_all()
+        result = None
+        if self.trainer.global_rank == 0:
+            det.partial_fit(x, data.anchor_indexes, data.anchor_labels)
+            self._dift_add_time("detection", sum(v for k, v in det.timings_.items() if k != "spreading"))
+            self._dift_add_time("spreading", det.timings_.get("spreading", 0.0))
+            result = (det.get_state(), det.poisoned_indexes_, self._dift_row(epoch))
+        state, detected, row = self.trainer.strategy.broadcast(result, src=0)
+        if self.trainer.global_rank != 0:
+            det.set_state(state)
+            det.poisoned_indexes_, det.is_stable_ = detected, det.tracker_.is_stable
+        return row
+
+    def _dift_mitigate(self, epoch: int) -> dict[str, Any]:
+        """The detected set is final: fine-tune (Eq. 7), sync branches, restart the LR, filter the training set."""
+        detected = np.asarray(self.dift_detector.poisoned_indexes_, dtype=np.int64)
+        self._dift_check_ranks_agree(detected)
+        self.dift_state.detected, self.dift_state.decided_epoch = detected.tolist(), epoch
+        if len(detected) == 0:
+            self.dift_state.phase = "clean"
+            return {"decided": 1}
+        ft = self.dift_cfg.finetune
+        with self._dift_timed("finetuning"):
+            if ft.epochs > 0 and len(detected) >= 2:
+                modules = [self.backbone] + ([self.projector] if ft.space == "projector" else [])
+                result = finetune(lambda x: self.dift_features(x, ft.space), modules,
+                                  lambda: self._dift_batches(detected, ft.batch_size, shuffle=True), ft)
+                self.dift_state.finetune = dataclasses.asdict(result)
+            self._dift_broadcast_weights()
+            sync_momentum_branches(self, seed=self.dift_cfg.seed)
+        with self._dift_timed("restart"):
+            self._dift_exclude(detected)
+            remaining = int(self.trainer.max_epochs) - epoch - 1
+            if self.dift_cfg.restart_lr and remaining > 0 and self.trainer.lr_scheduler_configs:
+                per_epoch = self._dift_steps_per_epoch()
+                warmup = int(round(self._dift_warmup_epochs() * per_epoch))
+                self.dift_state.restart = {"step": int(self.trainer.global_step), "warmup": warmup,
+                                           "total": remaining * per_epoch}
+                self._dift_install_schedule(warmup, remaining * per_epoch, 0)
+        self.dift_state.phase = "filtered"
+        out: dict[str, Any] = {"decided": 1}
+        if self.dift_state.finetune:
+            out.update({f"finetune_{k}": v for k, v in self.dift_state.finetune.items()})
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _dift_embed_all(self) -> torch.Tensor:
+        """(N, d) embeddings of the whole training set on CPU, identical on every rank: each rank embeds every
+        world-th sample (eval mode, no augmentation) and the shards are all-gathered."""
+        n, world, rank = len(self.dift_data.dataset), self.trainer.world_size, self.trainer.global_rank
+        mine = np.arange(rank, n, world)
+        per_rank = -(-n // world)
+        modules = [self.backbone, self.projector]
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            x = torch.cat([self.dift_features(b, self.dift_cfg.space).float()
+                           for b in self._dift_batches(mine, self.dift_cfg.embed_batch_size)])
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        if world == 1:
+            return x.cpu()
+        padded = torch.cat([x, x[-1:].expand(per_rank - len(x), -1)]) if len(x) < per_rank else x
+        gathered = self.all_gather(padded)  # (world, per_rank, d)
+        out = torch.empty(n, x.shape[1], dtype=x.dtype)
+        for r in range(world):
+            idx = np.arange(r, n, world)
+            out[idx] = gathered[r, : len(idx)].cpu()
+        return out
+
+    def _dift_batches(self, indexes: np.ndarray, batch_size: int, shuffle: bool = False) -> Iterator[torch.Tensor]:
+        """Model-ready batches of the given training samples."""
+        data = self.dift_data
+        generator = torch.Generator().manual_seed(self.dift_cfg.seed) if shuffle else None
+        loader = DataLoader(Subset(data.dataset, indexes.tolist()), batch_size=batch_size, shuffle=shuffle,
+                            generator=generator, num_workers=data.num_workers, collate_fn=data.collate_fn)
+        for batch in loader:
+            images = batch if isinstance(batch, torch.Tensor) else batch[0]
+            images = images.to(self.device, non_blocking=True)
+            yield data.prepare(images) if data.prepare is not None else images
+
+    def _dift_row(self, epoch: int) -> dict[str, Any]:
+        det, truth = self.dift_detector, self.dift_data.poisoned_indexes
+        row: dict[str, Any] = {"epoch": epoch, "candidates": len(det.candidates_), "kept": len(det.kept_),
+                               "stable": len(det.stable_set_), "detected": len(det.poisoned_indexes_),
+                               "is_stable": int(det.is_stable_), "filter": det.filter_reason_,
+                               **{f"time_{k}": v for k, v in det.timings_.items()}}
+        if truth is not None and len(truth):
+            n = len(det.density_)
+            for stage, found in (("kept", det.kept_), ("stable", det.stable_set_),
+                                 ("detected", det.poisoned_indexes_)):
+                row.update({f"{stage}_{k}": v for k, v in detection_scores(found, truth, n).items()})
+            rank = np.empty(n, dtype=np.int64)
+            rank[np.argsort(-det.density_, kind="stable")] = np.arange(n)
+            row["poisoned_median_density_rank_pct"] = round(100.0 * float(np.median(rank[truth])) / n, 2)
+        return row
+
+    def _dift_exclude(self, detected: np.ndarray) -> None:
+        """From now on the training loader never yields ``detected`` (its batch sampler's sampler is wrapped)."""
+        loader = self.trainer.train_dataloader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if batch_sampler is None or not hasattr(batch_sampler, "sampler"):
+            raise DIFTConfigError("DIFT filters the training set through the DataLoader's batch sampler; "
+                                  "use a DataLoader with batch_size (not a custom batch_sampler)")
+        inner = batch_sampler.sampler
+        if isinstance(inner, ExcludingSampler):
+            inner = inner.inner
+        batch_sampler.sampler = ExcludingSampler(inner, detected, len(self.dift_data.dataset))
+        if hasattr(self, "queue"):  # MoCo: only full batches keep queue_size % batch_size == 0
+            batch_sampler.drop_last = True
+
+    def _dift_steps_per_epoch(self) -> int:
+        if self.trainer.lr_scheduler_configs[0].interval == "epoch":
+            return 1
+        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
+        return max(1, len(self.trainer.train_dataloader) // accumulate)
+
+    def _dift_warmup_epochs(self) -> float:
+        if self.dift_cfg.restart_warmup_epochs is not None:
+            return self.dift_cfg.restart_warmup_epochs
+        for path in ("optimizer.warmup_epochs", "scheduler.warmup_epochs"):  # ours, solo-learn's
+            value = _select(self.cfg, path)
+            if value is not None:
+                return float(value)
+        return 0.0
+
+    def _dift_install_schedule(self, warmup: int, total: int, steps_done: int) -> None:
+        config = self.trainer.lr_scheduler_configs[0]
+        config.scheduler = restarted_schedule(config.scheduler.optimizer, warmup, total, steps_done)
+
+    def _dift_check_ranks_agree(self, detected: np.ndarray) -> None:
+        """Under DDP every rank must filter the same samples, or their epochs would differ in length."""
+        if self.trainer.world_size == 1:
+            return
+        mine = torch.tensor([len(detected), int(np.sum(detected * 2654435761 % 1000003))], device=self.device)
+        everyone = self.all_gather(mine).reshape(-1, 2)
+        if not bool((everyone == everyone[0]).all()):
+            raise RuntimeError(f"DIFT's detected sets differ across ranks ({everyone.tolist()}); please report this")
+
+    def _dift_broadcast_weights(self) -> None:
+        """Under DDP every rank fine-tunes identically; rank 0's weights are broadcast to rule out drift."""
+        if dist.is_available() and dist.is_initialized():
+            for t in [*self.parameters(), *self.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+    @contextmanager
+    def _dift_timed(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self._dift_add_time(phase, time.perf_counter() - start)
+
+    def _dift_add_time(self, phase: str, seconds: float) -> None:
+        self.dift_state.timings[phase] = round(self.dift_state.timings.get(phase, 0.0) + seconds, 3)
+
+    def dift_summary(self) -> dict[str, Any]:
+        """For results files: phase, detected count, decision epoch, time per phase, fine-tuning and history."""
+        s = self.dift_state
+        out: dict[str, Any] = {"phase": s.phase, "decided_epoch": s.decided_epoch, "detected": len(s.detected),
+                               "time_s": dict(s.timings), "finetune": s.finetune, "history": s.history}
+        truth = self.dift_data.poisoned_indexes if self.dift_data is not None else None
+        if truth is not None and len(truth):
+            out.update(detection_scores(np.asarray(s.detected, dtype=np.int64), truth, len(self.dift_data.dataset)))
+        return out
+
+
+def dift_config_of(cfg: Any) -> DIFTConfig | None:
+    """The parsed ``cfg.dift`` (``None`` when absent or off); raises :class:`DIFTConfigError` when invalid."""
+    return parse_dift_config(_select(cfg, "dift"))
+
+
+def _select(cfg: Any, path: str) -> Any:
+    node = cfg
+    for key in path.split("."):
+        try:
+            node = node[key] if hasattr(node, "keys") and key in node else None
+        except Exception:  # noqa: BLE001 - OmegaConf raises on missing keys in struct mode
+            node = None
+        if node is None:
+            return None
+    return node
+
+
+def with_dift(cls: type, data_factory: Callable[[Any], DIFTData] | None = None) -> type:
+    """``cls`` with DIFT mixed in (``DIFT<cls>``), unchanged otherwise. ``data_factory(model) -> DIFTData`` builds
+    the data to embed at fit start when ``model.dift_data`` was not set. The solo-learn static hook
+    ``add_and_assert_specific_cfg`` additionally validates ``cfg.dift``."""
+
+    def add_and_assert_specific_cfg(cfg: Any) -> Any:
+        parent = getattr(cls, "add_and_assert_specific_cfg", None)
+        cfg = parent(cfg) if parent is not None else cfg
+        dift_config_of(cfg)
+        return cfg
+
+    attrs: dict[str, Any] = {"__module__": cls.__module__, "__doc__": cls.__doc__,
+                             "add_and_assert_specific_cfg": staticmethod(add_and_assert_specific_cfg)}
+    if data_factory is not None:
+        attrs["dift_data_factory"] = staticmethod(data_factory)
+    return type(f"DIFT{cls.__name__}", (DIFTMixin, cls), attrs)

@@ -1,0 +1,170 @@
+"""DIFT inside training (built-in methods through the harness): filtering, queue, LR restart, resume, DDP."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from harness.datamodule import ContrastiveDataModule
+from harness.defense import dift_data
+from harness.errors import DiftUserError
+from harness.experiment import prepare_data
+from harness.methods import build_method
+from harness.pretrain import build_trainer, run
+from tests.conftest import make_cfg
+from tests.test_pretrain import cli
+
+# A 24x24 trigger on 5 % of 512 images: dense enough for DIFT to flag from the first epochs of a tiny model;
+# DIFT decides after the third epoch at the latest.
+FORCED = ("defense=dift", "dift.stop_epoch=2", "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
+
+
+class Recorder(pl.Callback):
+    """What training sees: indexes per epoch, batch sizes, LR at each step, queue pointer and branch equality."""
+
+    def __init__(self) -> None:
+        self.indexes: dict[int, list[int]] = {}
+        self.sizes: dict[int, list[int]] = {}
+        self.lrs: dict[int, list[float]] = {}
+        self.epoch_start: dict[int, dict] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        e = trainer.current_epoch
+        self.epoch_start[e] = {
+            "queue_ptr": int(pl_module.queue_ptr), "queue": pl_module.queue.clone(),
+            "synced": all(torch.equal(a, b) for a, b in zip(pl_module.backbone.state_dict().values(),
+                                                           pl_module.momentum_backbone.state_dict().values()))}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        e = trainer.current_epoch
+        self.indexes.setdefault(e, []).extend(batch[0].tolist())
+        self.sizes.setdefault(e, []).append(len(batch[0]))
+        self.lrs.setdefault(e, []).append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.fixture(scope="module")
+def moco_with_dift(tmp_path_factory, data_root):
+    cfg = make_cfg(*FORCED, "method=moco", "method.queue_size=192", "trainer.max_epochs=5",
+                   "dift.restart_warmup_epochs=0")
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    data = prepare_data(cfg)
+    model = build_method(cfg)
+    model.dift_data = dift_data(cfg, model.dift_cfg, data)
+    dm = ContrastiveDataModule(data.ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed))
+    recorder = Recorder()
+    trainer = build_trainer(cfg, tmp_path_factory.mktemp("moco_dift"), [recorder])
+    trainer.fit(model, datamodule=dm)
+    return model, recorder, data
+
+
+def test_detected_samples_are_never_trained_on_after_filtering(moco_with_dift):
+    model, rec, data = moco_with_dift
+    state = model.dift_state
+    assert state.phase == "filtered" and state.decided_epoch == 2 and len(state.detected) > 0
+    detected = set(state.detected)
+    kept = len(data.ssl_train) - len(detected)
+    for epoch in (3, 4):
+        seen = rec.indexes[epoch]
+        assert not detected & set(seen)
+        assert len(seen) == len(set(seen)) == kept // 64 * 64  # every kept sample at most once, full batches
+    assert detected & set(rec.indexes[0])  # before filtering they were trained on
+
+
+def test_moco_queue_is_reset_and_batches_keep_its_constraint(moco_with_dift):
+    model, rec, _ = moco_with_dift
+    after = rec.epoch_start[3]
+    assert after["queue_ptr"] == 0 and rec.epoch_start[2]["queue_ptr"] != 0
+    assert not torch.allclose(after["queue"], rec.epoch_start[2]["queue"])
+    assert after["synced"] and not rec.epoch_start[2]["synced"]  # key encoder = fine-tuned query encoder
+    assert all(192 % size == 0 for epoch in (3, 4) for size in rec.sizes[epoch])
+
+
+def test_the_lr_schedule_restarts_at_its_initial_value(moco_with_dift):
+    model, rec, _ = moco_with_dift
+    initial = model.trainer.optimizers[0].param_groups[0]["initial_lr"]
+    assert rec.lrs[2][-1] < 0.9 * initial  # decayed before the restart
+    assert rec.lrs[3][0] == pytest.approx(initial)  # restarted (no warm-up in this test)
+    assert rec.lrs[4][-1] < rec.lrs[3][0]  # and decays again over the remaining epochs
+    restart = model.dift_state.restart
+    assert restart["total"] == 2 * len(rec.sizes[3]) and restart["warmup"] == 0
+
+
+def test_history_has_set_sizes_scores_and_timings(moco_with_dift):
+    model, _, data = moco_with_dift
+    summary = model.dift_summary()
+    rows = summary["history"]
+    assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[-1]["phase"] == "filtered"
+    assert rows[-1]["detected_precision"] > 0.5 and rows[-1]["detected_recall"] > 0.5
+    for key in ("candidates", "kept", "stable", "detected", "stable_precision", "stable_recall", "detected_precision",
+                "detected_recall", "detected_fpr", "poisoned_median_density_rank_pct"):
+        assert key in rows[-1]
+    assert rows[-1]["candidates"] == round(0.05 * len(data.ssl_train))
+    assert set(summary["time_s"]) >= {"embedding", "detection", "spreading", "finetuning"}
+    assert summary["finetune"]["distance_after"] > summary["finetune"]["distance_before"]
+
+
+def test_harness_run_writes_dift_results(tmp_path, data_root):
+    metrics = run(make_cfg(*FORCED, "trainer.max_epochs=4"), tmp_path)
+    assert metrics["defense"] == "dift" and metrics["dift"]["phase"] == "filtered"
+    with (tmp_path / "dift_detected.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == metrics["dift"]["detected"] > 0 and rows[0]["path"].endswith(".jpg")
+    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "dift/detected_recall" in header and "dift/stable_precision" in header
+    assert 0 <= metrics["dift"]["recall"] <= 1 and metrics["dift_time_s"] > 0
+
+
+def test_a_bad_dift_block_stops_the_cli_before_training(tmp_path, data_root):
+    proc = subprocess.run(cli(tmp_path / "bad", "defense=dift", "+dift.finetune.steps=5"), cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: unknown key(s) dift.finetune.steps; allowed: batch_size, epochs, epsilon" in proc.stderr
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+    with pytest.raises(DiftUserError, match="dift.space must be one of projector, backbone"):
+        run(make_cfg("defense=dift", "dift.space=pixels"), tmp_path / "bad2")
+
+
+def test_killed_run_resumes_to_the_same_detected_set(tmp_path, data_root):
+    extra = (*FORCED, "trainer.max_epochs=5", "dift.stop_epoch=3", "method=moco", "method.queue_size=128")
+    subprocess.run(cli(tmp_path / "straight", *extra), check=True, cwd=tmp_path, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed, *extra), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
+        time.sleep(0.02)
+    time.sleep(0.5)  # kill inside a later epoch, while DIFT is still detecting
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL and not (killed / "metrics.json").exists()
+    subprocess.run(cli(killed, *extra), check=True, cwd=tmp_path, capture_output=True)
+
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["resumed"] and a["dift"]["detected"] > 0
+    assert (killed / "dift_detected.csv").read_text() == (tmp_path / "straight" / "dift_detected.csv").read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time_", "finetune_seconds"))} for r in rows]  # noqa: E731
+    assert strip(b["dift"]["history"]) == strip(a["dift"]["history"])
+    assert b["acc_linear"] == pytest.approx(a["acc_linear"], abs=1e-6)
+
+
+def test_ddp_ranks_share_one_detected_set(tmp_path, data_root):
+    run_dir = tmp_path / "ddp"
+    extra = (*FORCED, "trainer.max_epochs=4", "trainer.devices=2", "trainer.strategy=ddp",
+             "trainer.accelerator=cpu", "method=moco", "method.queue_size=128")
+    proc = subprocess.run(cli(run_dir, *extra), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    detected = metrics["dift"]["detected"]
+    assert metrics["dift"]["phase"] == "filtered" and detected > 0
+    # Epochs 0-2: 512 / (2 x 64) = 4 steps; epoch 3 on the kept samples, equally on both ranks (else DDP hangs).
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 12 + -(-(512 - detected) // 2) // 64
+    with (run_dir / "dift_detected.csv").open() as f:
+        assert [int(r["index"]) for r in csv.DictReader(f)] == ckpt["dift"]["detected"]
