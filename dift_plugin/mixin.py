@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dift_plugin.branches import sync_momentum_branches
@@ -110,6 +111,8 @@ class DIFTMixin:
             row.update(self._dift_mitigate(epoch))
         row["phase"] = self.dift_state.phase
         self.dift_state.history.append(row)
+        rank_zero_info(f"DIFT epoch {epoch}: {row['candidates']} candidates -> {row['kept']} kept -> "
+                       f"{row['stable']} stable -> {row['detected']} after spreading; phase {row['phase']}")
         self.log_dict({f"dift/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))},
                       on_step=False, on_epoch=True)
 

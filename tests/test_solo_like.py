@@ -1,0 +1,133 @@
+"""DIFT on method classes shaped like solo-learn's, fed like solo-learn feeds them (an ImageFolder with indexes and
+two crops per image, a shuffling DataLoader), wrapped the way ``dift-solo`` wraps solo-learn's registry."""
+
+import csv
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision import transforms as T
+
+from dift_plugin import DIFTConfigError, DIFTMixin
+from dift_plugin.branches import sync_momentum_branches
+from dift_plugin.solo import wrap_registry
+from harness.experiment import prepare_data
+from tests import solo_like
+from tests.conftest import make_cfg
+
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.247, 0.243, 0.261]
+
+
+class IndexedImageFolder(datasets.ImageFolder):  # solo-learn's dataset_with_index(ImageFolder)
+    def __getitem__(self, index):
+        return (index, *super().__getitem__(index))
+
+
+class TwoCrops:
+    def __init__(self) -> None:
+        self.t = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(),
+                            T.Normalize(MEAN, STD)])
+
+    def __call__(self, img):
+        return [self.t(img), self.t(img)]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory, data_root):
+    """512 real CIFAR-10 images, 5 % with a 24x24 trigger, written as an ImageFolder; poisoned and clean anchors as
+    ImageFolder indexes."""
+    data = prepare_data(make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24"))
+    root = tmp_path_factory.mktemp("folder")
+    for i, (img, label) in enumerate(zip(data.ssl_train.images, data.ssl_train.labels)):
+        folder = root / data.train.classes[int(label)]
+        folder.mkdir(exist_ok=True)
+        img = img if img.dtype == torch.uint8 else (img * 255).round().clamp(0, 255).to(torch.uint8)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
+    order = [int(p.split("/")[-1][:5]) for p, _ in datasets.ImageFolder(root).samples]
+    poisoned = np.flatnonzero(np.isin(order, data.poisoned_indexes))
+    labels = np.array([t for _, t in datasets.ImageFolder(root).samples])
+    anchors = np.concatenate([np.setdiff1d(np.flatnonzero(labels == c), poisoned)[:10] for c in range(10)])
+    with (root.parent / "anchors.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "label"])
+        w.writerows([[i, labels[i]] for i in anchors])
+    return root, poisoned, root.parent / "anchors.csv"
+
+
+def solo_cfg(anchors, **dift):
+    return OmegaConf.create({
+        "optimizer": {"lr": 0.05}, "method_kwargs": {"queue_size": 192}, "scheduler": {"warmup_epochs": 0},
+        "augmentations": [{"crop_size": 32, "mean": MEAN, "std": STD}], "data": {"dataset": "custom", "num_workers": 0},
+        "dift": {"stop_epoch": 2, "anchors": str(anchors), **dift}})
+
+
+class Watch(pl.Callback):
+    def __init__(self) -> None:
+        self.batches: dict[int, list] = {}
+        self.start: dict[int, dict] = {}
+
+    def on_train_epoch_start(self, trainer, m) -> None:
+        self.start[trainer.current_epoch] = {
+            "lr": trainer.optimizers[0].param_groups[0]["lr"], "ptr": int(getattr(m, "queue_ptr", torch.zeros(1))),
+            "synced": all(torch.equal(a, b) for a, b in zip(m.backbone.state_dict().values(),
+                                                           m.momentum_backbone.state_dict().values()))}
+
+    def on_train_batch_start(self, trainer, m, batch, batch_idx) -> None:
+        indexes, crops, _ = batch
+        assert isinstance(crops, list) and len(crops) == 2
+        self.batches.setdefault(trainer.current_epoch, []).append(indexes.tolist())
+
+
+def fit(name, folder, anchors, epochs=4, **dift):
+    registry = wrap_registry(dict(solo_like.METHODS))
+    assert issubclass(registry[name], DIFTMixin) and issubclass(registry[name], solo_like.METHODS[name])
+    pl.seed_everything(0, verbose=False)
+    model = registry[name](solo_cfg(anchors, **dift))
+    loader = DataLoader(IndexedImageFolder(folder, transform=TwoCrops()), batch_size=64, shuffle=True,
+                        drop_last=True)
+    watch = Watch()
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[watch])
+    trainer.fit(model, loader)
+    return model, watch
+
+
+def test_mocov2plus_solo_like_with_dift(image_folder):
+    folder, poisoned, anchors = image_folder
+    model, watch = fit("mocov2plus", folder, anchors)
+    state = model.dift_state
+    assert state.phase == "filtered" and state.decided_epoch == 2
+    detected = set(state.detected)
+    assert len(detected & set(poisoned.tolist())) > 0.3 * len(detected)  # mostly the planted trigger (chance: 5 %)
+    seen = [i for batch in watch.batches[3] for i in batch]
+    assert not detected & set(seen) and all(len(b) == 64 for b in watch.batches[3])  # full batches: queue assert
+    after = watch.start[3]
+    assert after["ptr"] == 0 and watch.start[2]["ptr"] != 0 and after["synced"]
+    assert after["lr"] == pytest.approx(0.05)  # the restart replaced the CosineAnnealingLR at its initial LR
+    assert watch.start[2]["lr"] < 0.05
+
+
+def test_byol_solo_like_trains_with_dift_and_its_sync_leaves_the_predictor(image_folder):
+    folder, _, anchors = image_folder
+    model, watch = fit("byol", folder, anchors, epochs=2)
+    assert [r["epoch"] for r in model.dift_state.history] == [0, 1] and len(watch.batches[1]) == 512 // 64
+    predictor = {k: v.clone() for k, v in model.predictor.state_dict().items()}
+    assert not watch.start[1]["synced"]
+    sync_momentum_branches(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.backbone.state_dict().values(),
+                                                 model.momentum_backbone.state_dict().values()))
+    assert all(torch.equal(v, model.predictor.state_dict()[k]) for k, v in predictor.items())
+
+
+def test_solo_like_bad_dift_block_fails_at_construction(image_folder):
+    _, _, anchors = image_folder
+    registry = wrap_registry(dict(solo_like.METHODS))
+    with pytest.raises(DIFTConfigError, match="unknown key"):
+        registry["byol"](solo_cfg(anchors, finetune={"step": 3}))
+    with pytest.raises(DIFTConfigError, match="unknown key"):
+        registry["byol"].add_and_assert_specific_cfg(solo_cfg(anchors, finetune={"step": 3}))
