@@ -2,7 +2,9 @@
 
 Per epoch (``partial_fit``): kNN density (Eqs. 4-5) -> densest candidates -> anchor filtering by MinDist (Eq. 6)
 and a 2-component GMM -> intersection with the previous epoch's set until it stabilises; then label spreading
-on the sparse kNN graph grows the stable set into the detected set ``poisoned_indexes_``.
+on the sparse kNN graph grows the stable set into the detected set ``poisoned_indexes_``. An epoch whose filter
+keeps nothing empties the intersection (the next one starts afresh); ``recent_indexes_`` is then the spreading of
+the most recent non-empty stable set — what a caller that must decide now (DIFT's ``stop_epoch``) uses.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search,
 from dift_plugin.intersection import StabilityTracker, intersect
 from dift_plugin.spreading import mass_normalized, normalized_graph, rbf_knn_graph, spread
 
-STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")
+STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "recent_set_" optional (added later)
 
 
 class DIFTDetector:
@@ -80,14 +82,19 @@ class DIFTDetector:
         with self._timed("intersection"):
             self.stable_set_ = intersect(self.stable_set_ if self.tracker_.sizes else None, self.kept_)
             self.is_stable_ = self.tracker_.update(len(self.stable_set_))
+            if len(self.stable_set_):
+                self.recent_set_ = self.stable_set_
         with self._timed("spreading"):
-            self.poisoned_indexes_, self.spread_score_ = self._spread(neighbours, anchors)
+            self.poisoned_indexes_, self.spread_score_ = self._spread(neighbours, anchors, self.stable_set_)
+            self.recent_indexes_ = (self.poisoned_indexes_ if len(self.stable_set_) or not len(self.recent_set_)
+                                    else self._spread(neighbours, anchors, self.recent_set_)[0])
         self.n_epochs_ = len(self.tracker_.sizes)
         return self
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The state that ``partial_fit`` carries across epochs, as a plain dict of arrays (for checkpoints)."""
         return {"stable_set_": np.asarray(getattr(self, "stable_set_", np.zeros(0, np.int64))),
+                "recent_set_": np.asarray(getattr(self, "recent_set_", np.zeros(0, np.int64))),
                 "sizes": np.asarray(self.tracker_.sizes if hasattr(self, "tracker_") else [], dtype=np.int64),
                 "streak": np.asarray(self.tracker_.streak if hasattr(self, "tracker_") else 0),
                 "n_samples": np.asarray(getattr(self, "n_samples_", -1))}
@@ -99,6 +106,7 @@ class DIFTDetector:
             raise ValueError(f"detector state lacks {missing}: pass the dict returned by get_state()")
         self._reset()
         self.stable_set_ = np.asarray(state["stable_set_"], dtype=np.int64)
+        self.recent_set_ = np.asarray(state.get("recent_set_", self.stable_set_), dtype=np.int64)
         self.tracker_.sizes = [int(s) for s in np.asarray(state["sizes"]).ravel()]
         self.tracker_.streak = int(state["streak"])
         self.n_samples_ = int(state["n_samples"])
@@ -107,10 +115,10 @@ class DIFTDetector:
 
     # -- stages -----------------------------------------------------------------------------------------------
 
-    def _spread(self, neighbours: Neighbours, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Label spreading from the stable set (poisoned) and the anchors (clean); class-mass normalised."""
+    def _spread(self, neighbours: Neighbours, anchors: np.ndarray, stable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label spreading from ``stable`` (poisoned) and the anchors (clean); class-mass normalised."""
         n = len(self.density_)
-        seeds = np.setdiff1d(self.stable_set_, anchors)
+        seeds = np.setdiff1d(stable, anchors)
         if len(seeds) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(n)
         graph = normalized_graph(rbf_knn_graph(_first(neighbours, self.graph_k)))
@@ -124,6 +132,7 @@ class DIFTDetector:
     def _reset(self) -> None:
         self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance)
         self.stable_set_ = np.zeros(0, dtype=np.int64)
+        self.recent_set_ = np.zeros(0, dtype=np.int64)
         self.is_stable_ = False
 
     @contextmanager

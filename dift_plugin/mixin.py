@@ -146,16 +146,17 @@ class DIFTMixin:
             det.partial_fit(x, data.anchor_indexes, data.anchor_labels)
             self._dift_add_time("detection", sum(v for k, v in det.timings_.items() if k != "spreading"))
             self._dift_add_time("spreading", det.timings_.get("spreading", 0.0))
-            result = (det.get_state(), det.poisoned_indexes_, self._dift_row(epoch))
+            result = (det.get_state(), det.recent_indexes_, self._dift_row(epoch))
         state, detected, row = self.trainer.strategy.broadcast(result, src=0)
         if self.trainer.global_rank != 0:
             det.set_state(state)
-            det.poisoned_indexes_, det.is_stable_ = detected, det.tracker_.is_stable
+            det.recent_indexes_ = detected
         return row
 
     def _dift_mitigate(self, epoch: int) -> dict[str, Any]:
-        """The detected set is final: fine-tune (Eq. 7), sync branches, restart the LR, filter the training set."""
-        detected = np.asarray(self.dift_detector.poisoned_indexes_, dtype=np.int64)
+        """The detected set is final: fine-tune (Eq. 7), sync branches, restart the LR, filter the training set.
+        It is the spreading of the stable set — at ``stop_epoch``, of the most recent non-empty one."""
+        detected = np.asarray(self.dift_detector.recent_indexes_, dtype=np.int64)
         self._dift_check_ranks_agree(detected)
         self.dift_state.detected, self.dift_state.decided_epoch = detected.tolist(), epoch
         if len(detected) == 0:
@@ -229,6 +230,7 @@ class DIFTMixin:
         det, truth = self.dift_detector, self.dift_data.poisoned_indexes
         row: dict[str, Any] = {"epoch": epoch, "candidates": len(det.candidates_), "kept": len(det.kept_),
                                "stable": len(det.stable_set_), "detected": len(det.poisoned_indexes_),
+                               "recent_stable": len(det.recent_set_), "recent_detected": len(det.recent_indexes_),
                                "is_stable": int(det.is_stable_), "filter": det.filter_reason_,
                                **{f"time_{k}": v for k, v in det.timings_.items()}}
         if truth is not None and len(truth):

@@ -167,3 +167,17 @@ def test_bad_inputs_raise_clear_errors():
             det.fit(*args)
     with pytest.raises(ValueError, match="fewer than 10 anchors"):
         draw_anchors(np.array([0, 0, 1]), 10)
+
+
+def test_an_epoch_without_signal_empties_the_set_but_recent_indexes_keep_the_last_finding():
+    x, labels, poisoned = classes_with_cluster()
+    clean, _, _ = classes_with_cluster(poison_share=0.0)  # same classes, no cluster: the filter keeps nothing
+    anchors = anchors_for(labels, poisoned)
+    det = DIFTDetector().partial_fit(x, *anchors)
+    found = det.poisoned_indexes_
+    assert precision_recall(found, poisoned)[1] >= 0.95
+    det.partial_fit(clean, *anchors)
+    assert len(det.stable_set_) == len(det.poisoned_indexes_) == 0
+    assert precision_recall(det.recent_indexes_, poisoned)[0] >= 0.95  # spread on this epoch's graph
+    restored = DIFTDetector().set_state(det.get_state())
+    np.testing.assert_array_equal(restored.recent_set_, det.recent_set_)

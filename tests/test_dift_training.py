@@ -2,10 +2,7 @@
 
 import csv
 import json
-import os
-import signal
 import subprocess
-import time
 
 import lightning.pytorch as pl
 import pytest
@@ -18,7 +15,7 @@ from harness.experiment import prepare_data
 from harness.methods import build_method
 from harness.pretrain import build_trainer, run
 from tests.conftest import make_cfg
-from tests.test_pretrain import cli
+from tests.test_pretrain import cli, kill_and_resume
 
 # A 24x24 trigger on 5 % of 512 images: dense enough for DIFT to flag from the first epochs of a tiny model;
 # DIFT decides after the third epoch at the latest.
@@ -135,15 +132,7 @@ def test_killed_run_resumes_to_the_same_detected_set(tmp_path, data_root):
     subprocess.run(cli(tmp_path / "straight", *extra), check=True, cwd=tmp_path, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli(killed, *extra), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "last.ckpt").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
-        time.sleep(0.02)
-    time.sleep(0.5)  # kill inside a later epoch, while DIFT is still detecting
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL and not (killed / "metrics.json").exists()
-    subprocess.run(cli(killed, *extra), check=True, cwd=tmp_path, capture_output=True)
+    kill_and_resume(killed, extra, tmp_path)  # killed while DIFT is still detecting (it decides at epoch 3)
 
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())

@@ -22,6 +22,20 @@ def cli(run_dir, *extra):
     return [sys.executable, "-m", "harness.pretrain", *TINY, f"hydra.run.dir={run_dir}", *extra]
 
 
+def kill_and_resume(run_dir, extra, cwd):
+    """Start a run, ``kill -9`` it somewhere after its first checkpoint, then start it again to the end."""
+    proc = subprocess.Popen(cli(run_dir, *extra), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
+        time.sleep(0.02)
+    time.sleep(0.5)  # kill somewhere inside a later epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
+    subprocess.run(cli(run_dir, *extra), check=True, cwd=cwd, capture_output=True)
+
+
 def test_run_writes_config_metrics_logs_and_checkpoint(tmp_path, data_root):
     cfg = make_cfg("method=byol")
     metrics = run(cfg, tmp_path)
@@ -40,16 +54,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_root):
     subprocess.run(cli(tmp_path / "straight", *extra), check=True, cwd=tmp_path, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli(killed, *extra), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "last.ckpt").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
-        time.sleep(0.02)
-    time.sleep(0.5)  # kill somewhere inside a later epoch
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
-    subprocess.run(cli(killed, *extra), check=True, cwd=tmp_path, capture_output=True)
+    kill_and_resume(killed, extra, tmp_path)
 
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())
