@@ -3,8 +3,10 @@
 Per epoch (``partial_fit``): kNN density (Eqs. 4-5) -> densest candidates -> anchor filtering by MinDist (Eq. 6)
 and a 2-component GMM -> intersection with the previous epoch's set until it stabilises; then label spreading
 on the sparse kNN graph grows the stable set into the detected set ``poisoned_indexes_``. An epoch whose filter
-keeps nothing empties the intersection (the next one starts afresh); ``recent_indexes_`` is then the spreading of
-the most recent non-empty stable set — what a caller that must decide now (DIFT's ``stop_epoch``) uses.
+keeps nothing (abstains) empties the intersection and the next one starts afresh; ``recent_indexes_`` spreads
+the stable set of the last epoch that did not abstain — what a caller that must decide now (DIFT at its
+``stop_epoch``) uses. (An epoch whose kept set is disjoint from the previous set empties both: that group was
+transient.)
 """
 
 from __future__ import annotations
@@ -82,11 +84,11 @@ class DIFTDetector:
         with self._timed("intersection"):
             self.stable_set_ = intersect(self.stable_set_ if self.tracker_.sizes else None, self.kept_)
             self.is_stable_ = self.tracker_.update(len(self.stable_set_))
-            if len(self.stable_set_):
+            if len(self.kept_):  # an abstaining filter (kept nothing) leaves the evidence as it was
                 self.recent_set_ = self.stable_set_
         with self._timed("spreading"):
             self.poisoned_indexes_, self.spread_score_ = self._spread(neighbours, anchors, self.stable_set_)
-            self.recent_indexes_ = (self.poisoned_indexes_ if len(self.stable_set_) or not len(self.recent_set_)
+            self.recent_indexes_ = (self.poisoned_indexes_ if np.array_equal(self.recent_set_, self.stable_set_)
                                     else self._spread(neighbours, anchors, self.recent_set_)[0])
         self.n_epochs_ = len(self.tracker_.sizes)
         return self

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dift_plugin.branches import sync_momentum_branches
@@ -111,7 +110,7 @@ class DIFTMixin:
             row.update(self._dift_mitigate(epoch))
         row["phase"] = self.dift_state.phase
         self.dift_state.history.append(row)
-        rank_zero_info(f"DIFT epoch {epoch}: {row['candidates']} candidates -> {row['kept']} kept -> "
+        self.print(f"DIFT epoch {epoch}: {row['candidates']} candidates -> {row['kept']} kept -> "
                        f"{row['stable']} stable -> {row['detected']} after spreading; phase {row['phase']}")
         self.log_dict({f"dift/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))},
                       on_step=False, on_epoch=True)
@@ -155,7 +154,7 @@ class DIFTMixin:
 
     def _dift_mitigate(self, epoch: int) -> dict[str, Any]:
         """The detected set is final: fine-tune (Eq. 7), sync branches, restart the LR, filter the training set.
-        It is the spreading of the stable set — at ``stop_epoch``, of the most recent non-empty one."""
+        It is the spreading of the stable set of the last epoch whose filter did not abstain."""
         detected = np.asarray(self.dift_detector.recent_indexes_, dtype=np.int64)
         self._dift_check_ranks_agree(detected)
         self.dift_state.detected, self.dift_state.decided_epoch = detected.tolist(), epoch
