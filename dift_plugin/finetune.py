@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,19 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     return float(torch.cdist(x, x).sum() / max(1, n * (n - 1)))
 
 
+@contextmanager
+def eval_mode(modules: list[nn.Module]) -> Iterator[None]:
+    """Put ``modules`` in eval mode for the block and give each back the mode it had."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
 @dataclass
 class FinetuneResult:
     steps: int
@@ -58,34 +72,30 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
     start = time.perf_counter()
     params = [p for m in modules for p in m.parameters()]
     flags = [p.requires_grad for p in params]
-    modes = [m.training for m in modules]
     for p in params:
         p.requires_grad_(True)
-    for m in modules:
-        m.eval()
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     losses: list[float] = []
     try:
-        x0 = _embed_all(embed, batches)
-        distance_before = round(mean_pairwise_distance(x0), 6)
-        scale = float(x0.pow(2).sum(dim=1).mean().sqrt().clamp_min(1e-12))
-        with torch.enable_grad():
-            for _ in range(cfg.epochs):
-                for x in batches():
-                    if len(x) < 2:
-                        continue
-                    loss = density_reduction_loss(embed(x) / scale, cfg.lam, cfg.epsilon)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-        distance_after = round(mean_pairwise_distance(_embed_all(embed, batches)), 6)
+        with eval_mode(modules):
+            x0 = _embed_all(embed, batches)
+            distance_before = round(mean_pairwise_distance(x0), 6)
+            scale = float(x0.pow(2).sum(dim=1).mean().sqrt().clamp_min(1e-12))
+            with torch.enable_grad():
+                for _ in range(cfg.epochs):
+                    for x in batches():
+                        if len(x) < 2:
+                            continue
+                        loss = density_reduction_loss(embed(x) / scale, cfg.lam, cfg.epsilon)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        losses.append(loss.item())
+            distance_after = round(mean_pairwise_distance(_embed_all(embed, batches)), 6)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
             p.grad = None
-        for m, mode in zip(modules, modes):
-            m.train(mode)
     return FinetuneResult(len(losses), losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
                           distance_before, distance_after, round(time.perf_counter() - start, 3))
 

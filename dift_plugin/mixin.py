@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dift_plugin.branches import sync_momentum_branches
 from dift_plugin.config import DIFTConfig, DIFTConfigError, parse_dift_config
 from dift_plugin.detector import DIFTDetector
-from dift_plugin.finetune import finetune
+from dift_plugin.finetune import eval_mode, finetune
 from dift_plugin.sampling import ExcludingSampler
 from dift_plugin.schedule import restarted_schedule
 from dift_plugin.scores import detection_scores
@@ -50,6 +50,11 @@ class DIFTData:
     collate_fn: Callable | None = None
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        n, anchors = len(self.dataset), np.asarray(self.anchor_indexes)
+        if len(anchors) == 0 or anchors.min() < 0 or anchors.max() >= n:
+            raise DIFTConfigError(f"DIFT anchors must be positions in [0, {n}) of the training set")
+
 
 @dataclass
 class DIFTState:
@@ -62,7 +67,6 @@ class DIFTState:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     restart: dict[str, int] | None = None  # {"step", "warmup", "total"}: the restarted schedule, for resuming
     finetune: dict[str, float] | None = None
-    detector: dict[str, list] = dataclasses.field(default_factory=dict)
 
 
 class DIFTMixin:
@@ -89,10 +93,6 @@ class DIFTMixin:
         if self.dift_data is None:
             raise DIFTConfigError("DIFT is on but has no data to embed: set model.dift_data = DIFTData(...) "
                                   "before trainer.fit, or create the class with with_dift(cls, data_factory)")
-        n = len(self.dift_data.dataset)
-        anchors = np.asarray(self.dift_data.anchor_indexes)
-        if len(anchors) == 0 or anchors.min() < 0 or anchors.max() >= n:
-            raise DIFTConfigError(f"DIFT anchors must be positions in [0, {n}) of the training set")
         if self.dift_state.phase == "filtered":  # resumed after filtering: filter again, continue the restart
             self._dift_exclude(np.asarray(self.dift_state.detected, dtype=np.int64))
             if self.dift_state.restart is not None:
@@ -118,15 +118,17 @@ class DIFTMixin:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.dift_cfg is not None:
-            self.dift_state.detector = {k: np.asarray(v).tolist() for k, v in self.dift_detector.get_state().items()}
-            checkpoint["dift"] = dataclasses.asdict(self.dift_state)
+            detector = {k: np.asarray(v).tolist() for k, v in self.dift_detector.get_state().items()}
+            checkpoint["dift"] = {**dataclasses.asdict(self.dift_state), "detector": detector}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.dift_cfg is not None and "dift" in checkpoint:
-            self.dift_state = DIFTState(**checkpoint["dift"])
-            if self.dift_state.detector.get("sizes"):
-                self.dift_detector.set_state(self.dift_state.detector)
+            state = dict(checkpoint["dift"])
+            detector = state.pop("detector")
+            self.dift_state = DIFTState(**state)
+            if detector.get("sizes"):
+                self.dift_detector.set_state(detector)
 
     # -- stages -----------------------------------------------------------------------------------------------
 
@@ -194,16 +196,9 @@ class DIFTMixin:
         n, world, rank = len(self.dift_data.dataset), self.trainer.world_size, self.trainer.global_rank
         mine = np.arange(rank, n, world)
         per_rank = -(-n // world)
-        modules = [self.backbone, self.projector]
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
+        with eval_mode([self.backbone, self.projector]):
             x = torch.cat([self.dift_features(b, self.dift_cfg.space).float()
                            for b in self._dift_batches(mine, self.dift_cfg.embed_batch_size)])
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
         if world == 1:
             return x.cpu()
         padded = torch.cat([x, x[-1:].expand(per_rank - len(x), -1)]) if len(x) < per_rank else x

@@ -27,14 +27,17 @@ class ExcludingSampler(Sampler[int]):
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
 
+    def _per_rank(self) -> int:
+        s: DistributedSampler = self.inner  # type: ignore[assignment]
+        return len(self.kept) // s.num_replicas if s.drop_last else math.ceil(len(self.kept) / s.num_replicas)
+
     def _shard(self) -> np.ndarray:
         s: DistributedSampler = self.inner  # type: ignore[assignment]
         order = self.kept
         if s.shuffle:
             g = torch.Generator().manual_seed(s.seed + s.epoch)
             order = order[torch.randperm(len(order), generator=g).numpy()]
-        per_rank = len(order) // s.num_replicas if s.drop_last else math.ceil(len(order) / s.num_replicas)
-        total = per_rank * s.num_replicas
+        total = self._per_rank() * s.num_replicas
         if total > len(order):  # pad by repeating, as DistributedSampler does
             order = np.concatenate([order, order[: total - len(order)]])
         return order[:total][s.rank:total:s.num_replicas]
@@ -47,5 +50,5 @@ class ExcludingSampler(Sampler[int]):
 
     def __len__(self) -> int:
         if isinstance(self.inner, DistributedSampler):
-            return len(self._shard())
+            return self._per_rank()
         return max(0, len(self.inner) - len(self.excluded))  # type: ignore[arg-type]

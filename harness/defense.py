@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from dift_plugin import draw_anchors
 from dift_plugin.anchors import read_anchors
-from dift_plugin.config import DIFTConfig
+from dift_plugin.config import DIFTConfig, DIFTConfigError
 from dift_plugin.mixin import DIFTData
 from harness.augment import Normalize
 from harness.data import Images, keep_batch
@@ -26,8 +26,6 @@ def dift_data(cfg: DictConfig, dift: DIFTConfig, data: RunData) -> DIFTData:
             index, labels = read_anchors(dift.anchors)
         except ValueError as e:
             raise DiftUserError(str(e)) from e
-        if len(index) == 0 or index.min() < 0 or index.max() >= n:
-            raise DiftUserError(f"{dift.anchors}: anchor indexes must be positions in [0, {n}) of the training set")
     else:
         pool = np.setdiff1d(np.arange(n), data.poisoned_indexes)
         try:
@@ -36,6 +34,9 @@ def dift_data(cfg: DictConfig, dift: DIFTConfig, data: RunData) -> DIFTData:
         except ValueError as e:
             raise DiftUserError(f"dift.anchors_per_class: {e}") from e
     normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
-    return DIFTData(Images(data.ssl_train), index, labels, prepare=lambda x: normalize.to(x.device)(x),
-                    poisoned_indexes=data.poisoned_indexes if data.attack is not None else None,
-                    collate_fn=keep_batch)
+    try:
+        return DIFTData(Images(data.ssl_train), index, labels, prepare=lambda x: normalize.to(x.device)(x),
+                        poisoned_indexes=data.poisoned_indexes if data.attack is not None else None,
+                        collate_fn=keep_batch)
+    except DIFTConfigError as e:
+        raise DiftUserError(f"{dift.anchors}: {e}") from e
