@@ -6,22 +6,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from attacks.base import Attack
 from harness.errors import DiftUserError
 
 
-def make_pattern(size: int, seed: int = 0, image_path: str | None = None) -> torch.Tensor:
-    """(3, size, size) float trigger in [0, 1]: a user image resized, else a seeded random binary colour pattern."""
+def make_pattern(size: int, seed: int = 0, image_path: str | None = None, cells: int | None = None) -> torch.Tensor:
+    """(3, size, size) float trigger in [0, 1]: a user image resized, else a seeded random binary colour pattern —
+    one colour per pixel, or (``cells``) a cells x cells grid of binary colours blended smoothly by bilinear
+    interpolation, the look of the original HTBA triggers (about 4x4 saturated colour cells)."""
     if image_path:
         path = Path(image_path).expanduser()
         if not path.is_file():
             raise DiftUserError(f"trigger image {path} not found")
         img = Image.open(path).convert("RGB").resize((size, size), Image.NEAREST)
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+    if cells is not None and not 1 <= int(cells) <= size:
+        raise DiftUserError(f"pattern_cells must be between 1 and the patch size {size}, got {cells}")
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 2, (3, size, size), generator=g).float()
+    if cells is None or int(cells) == size:
+        return torch.randint(0, 2, (3, size, size), generator=g).float()
+    grid = torch.randint(0, 2, (1, 3, int(cells), int(cells)), generator=g).float()
+    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=True)[0]
 
 
 def random_positions(n: int, height: int, width: int, size: int, region: str, seed: int) -> torch.Tensor:
@@ -56,10 +64,10 @@ class PatchAttack(Attack):
     ``test_region``. Subclasses decide how training images are poisoned."""
 
     def __init__(self, patch_size: int = 5, pattern_seed: int = 0, trigger_image: str | None = None,
-                 test_region: str = "any", **kwargs) -> None:
+                 pattern_cells: int | None = None, test_region: str = "any", **kwargs) -> None:
         super().__init__(**kwargs)
         self.patch_size = int(patch_size)
-        self.pattern = make_pattern(self.patch_size, pattern_seed, trigger_image)
+        self.pattern = make_pattern(self.patch_size, pattern_seed, trigger_image, pattern_cells)
         self.test_region = test_region
 
     def _paste(self, images: torch.Tensor, region: str, seed: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ from dift_plugin.detector import DIFTDetector
 from dift_plugin.finetune import eval_mode, finetune
 from dift_plugin.sampling import ExcludingSampler
 from dift_plugin.schedule import restarted_schedule
-from dift_plugin.scores import detection_scores
+from dift_plugin.scores import density_rank_stats, detection_scores
 
 PHASES = ("detecting", "filtered", "clean")  # filtered: fine-tuned and training without the detected set
 
@@ -232,9 +232,7 @@ class DIFTMixin:
             for stage, found in (("kept", det.kept_), ("stable", det.stable_set_),
                                  ("detected", det.poisoned_indexes_)):
                 row.update({f"{stage}_{k}": v for k, v in detection_scores(found, truth, n).items()})
-            rank = np.empty(n, dtype=np.int64)
-            rank[np.argsort(-det.density_, kind="stable")] = np.arange(n)
-            row["poisoned_median_density_rank_pct"] = round(100.0 * float(np.median(rank[truth])) / n, 2)
+            row.update({f"poisoned_{k}": v for k, v in density_rank_stats(det.density_, truth).items()})
         return row
 
     def _dift_exclude(self, detected: np.ndarray) -> None:

@@ -135,14 +135,15 @@ def _decode(paths: list[str], size: int) -> torch.Tensor:
     return out
 
 
-def _load_image_folder(name: str, folder: Path, split: str, size: int, keep: Callable[[np.ndarray], np.ndarray]) -> ImageSet:
+def _load_image_folder(name: str, folder: Path, split: str, size: int,
+                       keep: Callable[[np.ndarray, list[str]], np.ndarray]) -> ImageSet:
     split_dir = folder / split
     if not split_dir.is_dir():
         raise _missing(name, folder.parent, f"expected an ImageFolder at {split_dir} (<class>/<image> files)")
     paths, labels, classes = _list_image_folder(split_dir)
     if not paths:
         raise _missing(name, folder.parent, f"{split_dir} has no class folders with images ({', '.join(IMAGE_SUFFIXES)})")
-    index = keep(labels)
+    index = keep(labels, classes)
     chosen = [paths[i] for i in index]
     return ImageSet(_decode(chosen, size), torch.as_tensor(labels[index]), classes, index, chosen)
 
@@ -171,6 +172,24 @@ def _subset_size(cfg: DictConfig, split: str, n_total: int) -> int | None:
     return cfg.get("max_test")
 
 
+def selected_classes(cfg: DictConfig, classes: list[str]) -> np.ndarray | None:
+    """Positions in ``classes`` of the classes ``data.classes`` keeps: null = all, an int k = the first k, or a
+    list of class names (in the order that becomes the new labels 0..k-1)."""
+    chosen = cfg.get("classes")
+    if chosen is None:
+        return None
+    if isinstance(chosen, int) and not isinstance(chosen, bool):
+        if not 2 <= chosen <= len(classes):
+            raise DiftUserError(f"data.classes={chosen}: keep between 2 and {len(classes)} classes")
+        return np.arange(chosen)
+    names = [str(c) for c in chosen]
+    unknown = [c for c in names if c not in classes]
+    if unknown or len(set(names)) != len(names) or len(names) < 2:
+        raise DiftUserError(f"data.classes={names}: give an int or at least two distinct class names out of "
+                            f"{classes}" + (f" (unknown: {unknown})" if unknown else ""))
+    return np.array([classes.index(c) for c in names])
+
+
 def load_split(cfg: DictConfig, split: str, seed: int = 0) -> ImageSet:
     """Load ``split`` ('train' or 'test') of the dataset described by a ``data`` config.
 
@@ -183,8 +202,10 @@ def load_split(cfg: DictConfig, split: str, seed: int = 0) -> ImageSet:
     root = resolve_root(cfg.get("root"))
     size = int(cfg.image_size)
 
-    def keep(labels: np.ndarray) -> np.ndarray:
-        return stratified_subset(labels, _subset_size(cfg, split, len(labels)), seed)
+    def keep(labels: np.ndarray, classes: list[str]) -> np.ndarray:
+        ids = selected_classes(cfg, classes)
+        pool = np.arange(len(labels)) if ids is None else np.flatnonzero(np.isin(labels, ids))
+        return pool[stratified_subset(labels[pool], _subset_size(cfg, split, len(pool)), seed)]
 
     if OmegaConf.is_missing(cfg, "folder"):
         raise DiftUserError(f"data={name} needs data.folder=<folder under {root} holding train/ and test/>")
@@ -192,7 +213,7 @@ def load_split(cfg: DictConfig, split: str, seed: int = 0) -> ImageSet:
     tv = TORCHVISION_SETS.get(name)
     if tv is not None and ((root / tv[1]).is_dir() or (cfg.get("download", False) and not folder.is_dir())):
         full = _load_torchvision(name, root, split == "train", bool(cfg.get("download", False)))
-        data = full.subset(keep(full.labels.numpy()))
+        data = full.subset(keep(full.labels.numpy(), full.classes))
     elif folder.is_dir():
         data = _load_image_folder(name, folder, split, size, keep)
     else:
@@ -206,4 +227,10 @@ def load_split(cfg: DictConfig, split: str, seed: int = 0) -> ImageSet:
         raise DiftUserError(
             f"data.num_classes={cfg.num_classes} but {name} under {root} has {len(data.classes)} classes"
         )
+    ids = selected_classes(cfg, data.classes)
+    if ids is not None:  # new labels 0..k-1 in the order of data.classes
+        relabel = np.full(len(data.classes), -1, dtype=np.int64)
+        relabel[ids] = np.arange(len(ids))
+        data.labels = torch.as_tensor(relabel[data.labels.numpy()])
+        data.classes = [data.classes[i] for i in ids]
     return data

@@ -15,22 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from dift_plugin.density import knn_distance, knn_search
+from dift_plugin.scores import density_rank_stats
 from harness.augment import Normalize
 from harness.evaluate import extract_features
-
-
-def density_rank_stats(x: torch.Tensor, poisoned: np.ndarray, k: int) -> dict[str, float]:
-    """Density ranks of ``poisoned`` among all rows of ``x`` (rank 0 = densest = smallest d_k).
-
-    ``median_rank_pct``: median poisoned rank as a percent of N (50 = average); ``top_share``: share of poisoned
-    among the |P| densest points (chance = |P| / N).
-    """
-    order = np.argsort(knn_distance(knn_search(x, k, backend="exact")), kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    top = np.isin(order[:len(poisoned)], poisoned).mean()
-    return {"median_rank_pct": round(100.0 * float(np.median(rank[poisoned])) / len(order), 2),
-            "top_share": round(float(top), 4)}
 
 
 @torch.no_grad()
@@ -65,7 +52,8 @@ class AttackMonitor(pl.Callback):
         row: dict[str, Any] = {"epoch": epoch, **self.evaluate(pl_module.backbone)}
         if len(self.poisoned):
             for space, x in embedding_spaces(pl_module, self.images, self.normalize).items():
-                row.update({f"{space}_{key}": v for key, v in density_rank_stats(x, self.poisoned, self.k).items()})
+                d_k = knn_distance(knn_search(x, self.k, backend="exact"))
+                row.update({f"{space}_{key}": v for key, v in density_rank_stats(-d_k, self.poisoned).items()})
         self.history.append(row)
 
     def state_dict(self) -> dict[str, Any]:

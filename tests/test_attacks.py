@@ -107,6 +107,18 @@ def test_patches_land_where_configured():
     assert pos.min() == 0 and pos.max() == 27
 
 
+def test_cell_pattern_is_smooth_binary_at_the_cell_centres_and_seeded():
+    pattern = attacks.build("sslbackdoor", patch_size=7, pattern_cells=4, pattern_seed=3).pattern
+    corners = pattern[:, ::2, ::2]  # 7 px, 4 cells, corners aligned: cell colours at pixels 0, 2, 4, 6
+    assert set(corners.unique().tolist()) <= {0.0, 1.0} and len(corners.unique()) == 2
+    between = pattern[:, 1::2, ::2]
+    assert ((between > 0) & (between < 1)).any()  # blended between cells, unlike the per-pixel pattern
+    torch.testing.assert_close(pattern, attacks.build("sslbackdoor", patch_size=7, pattern_cells=4,
+                                                      pattern_seed=3).pattern)
+    with pytest.raises(DiftUserError, match="pattern_cells"):
+        attacks.build("sslbackdoor", patch_size=5, pattern_cells=6)
+
+
 def test_corruptencoder_composes_object_background_and_trigger():
     data = image_set(n=40, classes=2, size=32)
     atk = attacks.build("corruptencoder", patch_size=4)

@@ -36,6 +36,18 @@ def test_stratified_subset_is_balanced_seeded_and_sorted(data_root):
     assert np.all(np.diff(a.source_index) > 0)
 
 
+def test_class_selection_relabels_and_stays_stratified(data_root):
+    first3 = load_split(make_cfg("data.classes=3", "data.max_train=300").data, "train", seed=0)
+    assert first3.classes == ["airplane", "automobile", "bird"] and len(first3) == 300
+    assert np.bincount(first3.labels.numpy()).tolist() == [100, 100, 100]
+    named = load_split(make_cfg("data.classes=[cat,airplane]", "data.max_train=100").data, "train", seed=0)
+    assert named.classes == ["cat", "airplane"]
+    assert all(named.paths[i].split("/")[-2] == named.classes[label] for i, label in enumerate(named.labels))
+    for bad in ("data.classes=[cat,dragon]", "data.classes=1", "data.classes=[cat,cat]"):
+        with pytest.raises(DiftUserError, match="data.classes"):
+            load_split(make_cfg(bad).data, "train")
+
+
 def test_train_fraction_and_conflicting_subset_options():
     labels = np.repeat(np.arange(4), 25)
     assert len(stratified_subset(labels, 40, seed=0)) == 40

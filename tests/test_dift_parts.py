@@ -12,6 +12,7 @@ from dift_plugin.config import DIFTConfig, DIFTConfigError, FinetuneConfig, pars
 from dift_plugin.finetune import density_reduction_loss, finetune, mean_pairwise_distance
 from dift_plugin.sampling import ExcludingSampler
 from dift_plugin.schedule import restarted_schedule, warmup_cosine
+from dift_plugin.scores import density_rank_stats, detection_scores
 from harness.methods import build_method
 from tests.conftest import CONF_DIR, make_cfg
 
@@ -126,3 +127,13 @@ def test_the_restarted_schedule_starts_at_the_initial_lr_and_resumes_in_place():
     assert continued == pytest.approx(0.4 * warmup_cosine(0, 10)(4)) and continued < 0.4
     resumed = restarted_schedule(opt, 0, 10, steps_done=4)  # what a resumed run installs
     assert resumed.last_epoch == 4 and opt.param_groups[0]["lr"] == pytest.approx(continued)
+
+
+def test_scores_rank_and_count_the_poisoned_samples():
+    density = np.arange(100, dtype=float)  # sample 99 densest
+    truth = np.array([99, 98, 97, 10])
+    stats = density_rank_stats(density, truth)
+    assert stats["top_share"] == 0.75  # 3 of the 4 densest are poisoned
+    assert stats["median_rank_pct"] == 1.5  # ranks 0, 1, 2 and 89: median 1.5 of N = 100
+    scores = detection_scores(np.array([99, 98, 5]), truth, 100)
+    assert scores == {"precision": round(2 / 3, 4), "recall": 0.5, "fpr": round(1 / 96, 6)}

@@ -15,34 +15,12 @@ from harness.experiment import prepare_data
 from harness.methods import build_method
 from harness.pretrain import build_trainer, run
 from tests.conftest import make_cfg
+from tests.recorder import Recorder
 from tests.test_pretrain import cli, kill_and_resume
 
 # A 24x24 trigger on 5 % of 512 images: dense enough for DIFT to flag from the first epochs of a tiny model;
 # DIFT decides after the third epoch at the latest.
 FORCED = ("defense=dift", "dift.stop_epoch=2", "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
-
-
-class Recorder(pl.Callback):
-    """What training sees: indexes per epoch, batch sizes, LR at each step, queue pointer and branch equality."""
-
-    def __init__(self) -> None:
-        self.indexes: dict[int, list[int]] = {}
-        self.sizes: dict[int, list[int]] = {}
-        self.lrs: dict[int, list[float]] = {}
-        self.epoch_start: dict[int, dict] = {}
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        e = trainer.current_epoch
-        self.epoch_start[e] = {
-            "queue_ptr": int(pl_module.queue_ptr), "queue": pl_module.queue.clone(),
-            "synced": all(torch.equal(a, b) for a, b in zip(pl_module.backbone.state_dict().values(),
-                                                           pl_module.momentum_backbone.state_dict().values()))}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        e = trainer.current_epoch
-        self.indexes.setdefault(e, []).extend(batch[0].tolist())
-        self.sizes.setdefault(e, []).append(len(batch[0]))
-        self.lrs.setdefault(e, []).append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +77,7 @@ def test_history_has_set_sizes_scores_and_timings(moco_with_dift):
     assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[-1]["phase"] == "filtered"
     assert rows[-1]["detected_precision"] > 0.5 and rows[-1]["detected_recall"] > 0.5
     for key in ("candidates", "kept", "stable", "detected", "stable_precision", "stable_recall", "detected_precision",
-                "detected_recall", "detected_fpr", "poisoned_median_density_rank_pct"):
+                "detected_recall", "detected_fpr", "poisoned_median_rank_pct", "poisoned_top_share"):
         assert key in rows[-1]
     assert rows[-1]["candidates"] == round(0.05 * len(data.ssl_train))
     assert set(summary["time_s"]) >= {"embedding", "detection", "spreading", "finetuning"}

@@ -19,6 +19,7 @@ from dift_plugin.solo import wrap_registry
 from harness.experiment import prepare_data
 from tests import solo_like
 from tests.conftest import make_cfg
+from tests.recorder import Recorder
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.247, 0.243, 0.261]
 
@@ -66,23 +67,6 @@ def solo_cfg(anchors, **dift):
         "dift": {"stop_epoch": 2, "anchors": str(anchors), **dift}})
 
 
-class Watch(pl.Callback):
-    def __init__(self) -> None:
-        self.batches: dict[int, list] = {}
-        self.start: dict[int, dict] = {}
-
-    def on_train_epoch_start(self, trainer, m) -> None:
-        self.start[trainer.current_epoch] = {
-            "lr": trainer.optimizers[0].param_groups[0]["lr"], "ptr": int(getattr(m, "queue_ptr", torch.zeros(1))),
-            "synced": all(torch.equal(a, b) for a, b in zip(m.backbone.state_dict().values(),
-                                                           m.momentum_backbone.state_dict().values()))}
-
-    def on_train_batch_start(self, trainer, m, batch, batch_idx) -> None:
-        indexes, crops, _ = batch
-        assert isinstance(crops, list) and len(crops) == 2
-        self.batches.setdefault(trainer.current_epoch, []).append(indexes.tolist())
-
-
 def fit(name, folder, anchors, epochs=4, **dift):
     registry = wrap_registry(dict(solo_like.METHODS))
     assert issubclass(registry[name], DIFTMixin) and issubclass(registry[name], solo_like.METHODS[name])
@@ -90,7 +74,7 @@ def fit(name, folder, anchors, epochs=4, **dift):
     model = registry[name](solo_cfg(anchors, **dift))
     loader = DataLoader(IndexedImageFolder(folder, transform=TwoCrops()), batch_size=64, shuffle=True,
                         drop_last=True)
-    watch = Watch()
+    watch = Recorder()
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[watch])
     trainer.fit(model, loader)
@@ -104,20 +88,19 @@ def test_mocov2plus_solo_like_with_dift(image_folder):
     assert state.phase == "filtered" and state.decided_epoch == 2
     detected = set(state.detected)
     assert len(detected & set(poisoned.tolist())) > 0.3 * len(detected)  # mostly the planted trigger (chance: 5 %)
-    seen = [i for batch in watch.batches[3] for i in batch]
-    assert not detected & set(seen) and all(len(b) == 64 for b in watch.batches[3])  # full batches: queue assert
-    after = watch.start[3]
-    assert after["ptr"] == 0 and watch.start[2]["ptr"] != 0 and after["synced"]
+    assert not detected & set(watch.indexes[3]) and set(watch.sizes[3]) == {64}  # full batches: queue assert
+    after = watch.epoch_start[3]
+    assert after["queue_ptr"] == 0 and watch.epoch_start[2]["queue_ptr"] != 0 and after["synced"]
     assert after["lr"] == pytest.approx(0.05)  # the restart replaced the CosineAnnealingLR at its initial LR
-    assert watch.start[2]["lr"] < 0.05
+    assert watch.epoch_start[2]["lr"] < 0.05
 
 
 def test_byol_solo_like_trains_with_dift_and_its_sync_leaves_the_predictor(image_folder):
     folder, _, anchors = image_folder
     model, watch = fit("byol", folder, anchors, epochs=2)
-    assert [r["epoch"] for r in model.dift_state.history] == [0, 1] and len(watch.batches[1]) == 512 // 64
+    assert [r["epoch"] for r in model.dift_state.history] == [0, 1] and len(watch.sizes[1]) == 512 // 64
     predictor = {k: v.clone() for k, v in model.predictor.state_dict().items()}
-    assert not watch.start[1]["synced"]
+    assert not watch.epoch_start[1]["synced"]
     sync_momentum_branches(model)
     assert all(torch.equal(a, b) for a, b in zip(model.backbone.state_dict().values(),
                                                  model.momentum_backbone.state_dict().values()))

@@ -1,0 +1,31 @@
+"""A callback that records what training sees, for the DIFT-in-training tests (own methods and solo-learn-shaped)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+
+class Recorder(pl.Callback):
+    """Per epoch: the sample indexes and batch sizes drawn, the LR at each step and, at the epoch's start, the LR,
+    MoCo's queue and pointer (when the method has them) and whether the momentum backbone equals the online one."""
+
+    def __init__(self) -> None:
+        self.indexes: dict[int, list[int]] = {}
+        self.sizes: dict[int, list[int]] = {}
+        self.lrs: dict[int, list[float]] = {}
+        self.epoch_start: dict[int, dict] = {}
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        start = {"lr": trainer.optimizers[0].param_groups[0]["lr"],
+                 "synced": all(torch.equal(a, b) for a, b in zip(pl_module.backbone.state_dict().values(),
+                                                                pl_module.momentum_backbone.state_dict().values()))}
+        if hasattr(pl_module, "queue_ptr"):
+            start.update(queue_ptr=int(pl_module.queue_ptr), queue=pl_module.queue.clone())
+        self.epoch_start[trainer.current_epoch] = start
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        e = trainer.current_epoch
+        self.indexes.setdefault(e, []).extend(batch[0].tolist())
+        self.sizes.setdefault(e, []).append(len(batch[0]))
+        self.lrs.setdefault(e, []).append(trainer.optimizers[0].param_groups[0]["lr"])
