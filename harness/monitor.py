@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dift_plugin.density import knn_distance, knn_search
+from dift_plugin.density import knn_distance, knn_search, local_density
 from dift_plugin.scores import density_rank_stats
 from harness.augment import Normalize
 from harness.evaluate import extract_features
@@ -52,8 +52,8 @@ class AttackMonitor(pl.Callback):
         row: dict[str, Any] = {"epoch": epoch, **self.evaluate(pl_module.backbone)}
         if len(self.poisoned):
             for space, x in embedding_spaces(pl_module, self.images, self.normalize).items():
-                d_k = knn_distance(knn_search(x, self.k, backend="exact"))
-                row.update({f"{space}_{key}": v for key, v in density_rank_stats(-d_k, self.poisoned).items()})
+                rho = local_density(knn_distance(knn_search(x, self.k, backend="exact")))
+                row.update({f"{space}_{key}": v for key, v in density_rank_stats(rho, self.poisoned).items()})
         self.history.append(row)
 
     def state_dict(self) -> dict[str, Any]:

@@ -7,12 +7,15 @@ import torch
 
 
 class Recorder(pl.Callback):
-    """Per epoch: the sample indexes and batch sizes drawn, the LR at each step and, at the epoch's start, the LR,
-    MoCo's queue and pointer (when the method has them) and whether the momentum backbone equals the online one."""
+    """Per epoch: the sample indexes and batch sizes drawn, the number of crops per batch (solo-learn's
+    ``[indexes, [crops], targets]``; None for a batch of images), the LR at each step and, at the epoch's start,
+    the LR, MoCo's queue and pointer (when the method has them) and whether the momentum backbone equals the
+    online one."""
 
     def __init__(self) -> None:
         self.indexes: dict[int, list[int]] = {}
         self.sizes: dict[int, list[int]] = {}
+        self.crops: dict[int, list[int | None]] = {}
         self.lrs: dict[int, list[float]] = {}
         self.epoch_start: dict[int, dict] = {}
 
@@ -28,4 +31,5 @@ class Recorder(pl.Callback):
         e = trainer.current_epoch
         self.indexes.setdefault(e, []).extend(batch[0].tolist())
         self.sizes.setdefault(e, []).append(len(batch[0]))
+        self.crops.setdefault(e, []).append(len(batch[1]) if isinstance(batch[1], list) else None)
         self.lrs.setdefault(e, []).append(trainer.optimizers[0].param_groups[0]["lr"])

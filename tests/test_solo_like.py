@@ -78,6 +78,7 @@ def fit(name, folder, anchors, epochs=4, **dift):
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[watch])
     trainer.fit(model, loader)
+    assert all(n == 2 for crops in watch.crops.values() for n in crops)  # [indexes, [two crops], targets] throughout
     return model, watch
 
 
