@@ -58,7 +58,8 @@ class DIFTConfig:
     intersected set is stable; at ``stop_epoch`` DIFT decides with what it has. ``anchors``: CSV (``index,label``)
     of trusted clean training samples; ``null`` lets the entry point draw ``anchors_per_class`` per class.
     ``restart_lr``: restart the LR schedule (warmup ``restart_warmup_epochs``, ``null`` = the run's own) over the
-    remaining epochs after fine-tuning."""
+    remaining epochs after fine-tuning. ``reset_optimizer_state``: the training optimizer forgets its per-parameter
+    state there (momentum buffers; Adam's moment estimates, gathered while the poison was still trained on)."""
 
     enabled: bool = True
     space: str = "projector"
@@ -69,6 +70,7 @@ class DIFTConfig:
     embed_batch_size: int = 512
     restart_lr: bool = True
     restart_warmup_epochs: float | None = None
+    reset_optimizer_state: bool = True
     seed: int = 0
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -29,7 +29,7 @@ from dift_plugin.config import DIFTConfig, DIFTConfigError, parse_dift_config
 from dift_plugin.detector import DIFTDetector
 from dift_plugin.finetune import eval_mode, finetune
 from dift_plugin.sampling import ExcludingSampler
-from dift_plugin.schedule import restarted_schedule
+from dift_plugin.schedule import reset_optimizer_state, restarted_schedule
 from dift_plugin.scores import density_rank_stats, detection_scores
 
 PHASES = ("detecting", "filtered", "clean")  # filtered: fine-tuned and training without the detected set
@@ -175,6 +175,9 @@ class DIFTMixin:
         with self._dift_timed("restart"):
             self._dift_exclude(detected)
             remaining = int(self.trainer.max_epochs) - epoch - 1
+            if self.dift_cfg.reset_optimizer_state:
+                for optimizer in self.trainer.optimizers:
+                    reset_optimizer_state(optimizer)
             if self.dift_cfg.restart_lr and remaining > 0 and self.trainer.lr_scheduler_configs:
                 per_epoch = self._dift_steps_per_epoch()
                 warmup = int(round(self._dift_warmup_epochs() * per_epoch))
@@ -265,8 +268,11 @@ class DIFTMixin:
         return 0.0
 
     def _dift_install_schedule(self, warmup: int, total: int, steps_done: int) -> None:
+        """The run's schedule restarted: in its own shape when the method has ``build_lr_schedule(optimizer,
+        warmup_steps, total_steps)``, else warm-up + cosine."""
         config = self.trainer.lr_scheduler_configs[0]
-        config.scheduler = restarted_schedule(config.scheduler.optimizer, warmup, total, steps_done)
+        config.scheduler = restarted_schedule(config.scheduler.optimizer, warmup, total, steps_done,
+                                              build=getattr(self, "build_lr_schedule", None))
 
     def _dift_check_ranks_agree(self, detected: np.ndarray) -> None:
         """Under DDP every rank must filter the same samples, or their epochs would differ in length."""

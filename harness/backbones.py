@@ -10,12 +10,13 @@ from harness.errors import DiftUserError
 
 
 class SmallCNN(nn.Module):
-    """Stages of conv3x3-BN-ReLU (``convs_per_stage`` each) with 2x max-pool between stages, then global pooling.
+    """Stages of conv3x3-BN-ReLU (``convs_per_stage`` each) with 2x max-pool between stages, then global pooling
+    (``final_max_pool``: one more 2x max-pool before it).
 
     Widths 16-32-64-128 with one conv per stage cost ~4 MMAC per 32-px image: the CPU preset's encoder.
     """
 
-    def __init__(self, widths: list[int], convs_per_stage: int = 1) -> None:
+    def __init__(self, widths: list[int], convs_per_stage: int = 1, final_max_pool: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
@@ -25,6 +26,8 @@ class SmallCNN(nn.Module):
             for _ in range(convs_per_stage):
                 layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
                 c_in = w
+        if final_max_pool:
+            layers.append(nn.MaxPool2d(2))
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.net = nn.Sequential(*layers)
         self.num_features = c_in
@@ -65,7 +68,7 @@ class ResNet18(nn.Module):
 def build_backbone(cfg: DictConfig) -> nn.Module:
     """Backbone from a ``backbone`` config (``name``: small_cnn | resnet18_cifar | resnet18)."""
     if cfg.name == "small_cnn":
-        return SmallCNN(list(cfg.widths), int(cfg.get("convs_per_stage", 1)))
+        return SmallCNN(list(cfg.widths), int(cfg.get("convs_per_stage", 1)), bool(cfg.get("final_max_pool", False)))
     if cfg.name in ("resnet18_cifar", "resnet18"):
         return ResNet18(int(cfg.get("width", 64)), cifar_stem=cfg.name == "resnet18_cifar")
     raise DiftUserError(f"unknown backbone '{cfg.name}': choose small_cnn, resnet18_cifar or resnet18")

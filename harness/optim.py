@@ -1,4 +1,5 @@
-"""Optimizers (SGD, LARS) and the linear-warmup-cosine schedule stepped per optimizer step."""
+"""Optimizers (SGD, LARS, Adam, AdamW) and their learning-rate schedules (linear warm-up + cosine, or one-cycle),
+stepped per optimizer step."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dift_plugin.schedule import warmup_cosine
 from harness.errors import DiftUserError
 
 
@@ -62,14 +64,37 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
 
 
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+SCHEDULES = ("warmup_cosine", "one_cycle")
+
+
 def build_optimizer(cfg: DictConfig, modules: list[nn.Module]) -> torch.optim.Optimizer:
-    """``optimizer.name`` sgd | lars; ``lr`` is given for batch 256 and scaled linearly with the batch size."""
+    """``optimizer.name`` sgd | lars | adam | adamw; ``lr`` is given for batch 256 and scaled linearly with the
+    batch size; weight decay (``weight_decay``) on weights only, never on biases and norm parameters."""
     lr = float(cfg.lr) * int(cfg.batch_size) / 256
     groups = param_groups(modules, float(cfg.weight_decay))
-    if cfg.name == "sgd":
-        for g in groups:
-            g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)))
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)), eta=float(cfg.get("eta", 0.02)))
-    raise DiftUserError(f"unknown optimizer '{cfg.name}': choose sgd or lars")
+    for g in groups:
+        g.pop("lars_exclude", None)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)))
+    if cfg.name in ("adam", "adamw"):
+        return (torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW)(groups, lr=lr)
+    raise DiftUserError(f"unknown optimizer '{cfg.name}': choose one of {', '.join(OPTIMIZERS)}")
+
+
+def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, warmup_steps: int,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """``optimizer.schedule``: ``warmup_cosine`` (linear warm-up from ~0, cosine to 0; solo-learn's shape) or
+    ``one_cycle`` (torch's ``OneCycleLR``: cosine warm-up from lr/25 over ``warmup_steps``, cosine down to
+    lr/25e4; with Adam it also cycles beta1 between 0.85 and 0.95, with SGD the momentum)."""
+    name = cfg.get("schedule", "warmup_cosine")
+    if name == "warmup_cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps))
+    if name == "one_cycle":
+        total_steps = max(2, total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups],  # a restart: the same peak
+            total_steps=total_steps, pct_start=min(0.99, max(1, warmup_steps) / total_steps))
+    raise DiftUserError(f"unknown optimizer.schedule '{name}': choose one of {', '.join(SCHEDULES)}")

@@ -9,8 +9,8 @@ import torch
 class Recorder(pl.Callback):
     """Per epoch: the sample indexes and batch sizes drawn, the number of crops per batch (solo-learn's
     ``[indexes, [crops], targets]``; None for a batch of images), the LR at each step and, at the epoch's start,
-    the LR, MoCo's queue and pointer (when the method has them) and whether the momentum backbone equals the
-    online one."""
+    the LR, MoCo's queue and pointer and whether the momentum backbone equals the online one (when the method
+    has them)."""
 
     def __init__(self) -> None:
         self.indexes: dict[int, list[int]] = {}
@@ -20,9 +20,10 @@ class Recorder(pl.Callback):
         self.epoch_start: dict[int, dict] = {}
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        start = {"lr": trainer.optimizers[0].param_groups[0]["lr"],
-                 "synced": all(torch.equal(a, b) for a, b in zip(pl_module.backbone.state_dict().values(),
-                                                                pl_module.momentum_backbone.state_dict().values()))}
+        start = {"lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        if hasattr(pl_module, "momentum_backbone"):
+            start["synced"] = all(torch.equal(a, b) for a, b in zip(pl_module.backbone.state_dict().values(),
+                                                                   pl_module.momentum_backbone.state_dict().values()))
         if hasattr(pl_module, "queue_ptr"):
             start.update(queue_ptr=int(pl_module.queue_ptr), queue=pl_module.queue.clone())
         self.epoch_start[trainer.current_epoch] = start

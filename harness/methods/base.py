@@ -12,8 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from harness.backbones import build_backbone
-from dift_plugin.schedule import warmup_cosine
-from harness.optim import build_optimizer
+from harness.optim import build_optimizer, build_schedule
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:
@@ -34,7 +33,9 @@ class BaseMethod(pl.LightningModule):
         self.projector = self.build_projector(cfg.method)
 
     def build_projector(self, mcfg: DictConfig) -> nn.Module:
-        return mlp(self.features_dim, int(mcfg.proj_hidden_dim), int(mcfg.proj_output_dim))
+        """Linear-[BN]-ReLU-Linear; batch norm after the hidden layer when ``method.projector_bn``."""
+        return mlp(self.features_dim, int(mcfg.proj_hidden_dim), int(mcfg.proj_output_dim),
+                   batch_norm=bool(mcfg.get("projector_bn", False)))
 
     @property
     def learnable_modules(self) -> list[nn.Module]:
@@ -43,6 +44,16 @@ class BaseMethod(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.backbone(x)
         return {"feats": feats, "z": self.projector(feats)}
+
+    def forward_views(self, views: list[torch.Tensor], forward=None) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+        """``forward`` (default :meth:`forward`) on each view; with ``method.joint_views`` on all views
+        concatenated in one pass, so batch norm normalises over every view of the batch at once."""
+        forward = forward or self.forward
+        if not self.cfg.method.get("joint_views", False):
+            return [forward(v) for v in views]
+        out = forward(torch.cat(views))
+        parts = {k: v.chunk(len(views)) for k, v in out.items()}
+        return [{k: parts[k][i] for k in parts} for i in range(len(views))]
 
     def ssl_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -57,8 +68,13 @@ class BaseMethod(pl.LightningModule):
         opt = build_optimizer(self.cfg.optimizer, self.learnable_modules)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(float(self.cfg.optimizer.warmup_epochs) * total / max(1, self.trainer.max_epochs)))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup, total))
+        sched = self.build_lr_schedule(opt, warmup, total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def build_lr_schedule(self, optimizer: torch.optim.Optimizer, warmup_steps: int,
+                          total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        """The run's schedule shape (``optimizer.schedule``) over ``total_steps``; DIFT restarts it with this too."""
+        return build_schedule(self.cfg.optimizer, optimizer, warmup_steps, total_steps)
 
 
 class BaseMomentumMethod(BaseMethod):

@@ -21,9 +21,6 @@ class BYOL(BaseMomentumMethod):
         m = cfg.method
         self.predictor = mlp(int(m.proj_output_dim), int(m.pred_hidden_dim), int(m.proj_output_dim), batch_norm=True)
 
-    def build_projector(self, mcfg: DictConfig) -> nn.Module:
-        return mlp(self.features_dim, int(mcfg.proj_hidden_dim), int(mcfg.proj_output_dim), batch_norm=True)
-
     @property
     def learnable_modules(self) -> list[nn.Module]:
         return [self.backbone, self.projector, self.predictor]
@@ -34,6 +31,6 @@ class BYOL(BaseMomentumMethod):
         return out
 
     def ssl_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
-        p1, p2 = (self.forward(v)["p"] for v in views)
-        z1, z2 = (self.momentum_forward(v)["z"] for v in views)
+        p1, p2 = (out["p"] for out in self.forward_views(views))
+        z1, z2 = (out["z"] for out in self.forward_views(views, self.momentum_forward))
         return byol_loss(p1, z2) + byol_loss(p2, z1)

@@ -45,8 +45,8 @@ class MoCoV2(BaseMomentumMethod):
         self.queue_ptr[0] = (ptr + b) % self.queue.shape[-1]
 
     def ssl_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
-        q1, q2 = (F.normalize(self.forward(v)["z"], dim=1) for v in views)
-        k1, k2 = (F.normalize(self.momentum_forward(v)["z"], dim=1) for v in views)
+        q1, q2 = (F.normalize(out["z"], dim=1) for out in self.forward_views(views))
+        k1, k2 = (F.normalize(out["z"], dim=1) for out in self.forward_views(views, self.momentum_forward))
         t = float(self.cfg.method.temperature)
         queue = self.queue.clone().detach()
         loss = (moco_loss(q1, k2, queue[1], t) + moco_loss(q2, k1, queue[0], t)) / 2

@@ -19,7 +19,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 class SimCLR(BaseMethod):
     def ssl_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
-        z1, z2 = (self.forward(v)["z"] for v in views)
+        z1, z2 = (out["z"] for out in self.forward_views(views))
         # Gather the projections of all ranks (with gradients) so negatives span the global batch.
         z1, z2 = (self.all_gather(z, sync_grads=True).flatten(0, -2) for z in (z1, z2))
         return nt_xent(z1, z2, float(self.cfg.method.temperature))
