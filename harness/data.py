@@ -92,6 +92,17 @@ def resolve_root(root: str | None) -> Path:
     return Path(os.path.expanduser(root or default_data_root())).resolve()
 
 
+def pin_data_root(cfg: DictConfig | None = None) -> None:
+    """Make a relative ``DIFT_DATA_ROOT`` (and ``cfg.data.root``) absolute, relative to the current directory — where
+    the command was started — so that processes spawned in other directories (DDP ranks, launchers, a test's
+    subprocess) and later readers of the saved config find the same data."""
+    env = os.environ.get("DIFT_DATA_ROOT")
+    if env:
+        os.environ["DIFT_DATA_ROOT"] = str(resolve_root(env))
+    if cfg is not None and cfg.data.get("root"):
+        cfg.data.root = str(resolve_root(cfg.data.root))
+
+
 def _missing(name: str, root: Path, detail: str) -> DataNotFoundError:
     return DataNotFoundError(
         f"dataset '{name}' not found under {root}: {detail}. Point DIFT_DATA_ROOT (or data.root=...) at the folder "

@@ -32,7 +32,7 @@ from dift_plugin.mixin import dift_config_of
 from harness.callbacks import AtomicCheckpointIO, EpochStats
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
-from harness.data import ImageSet
+from harness.data import ImageSet, pin_data_root
 from harness.errors import DiftUserError
 from harness.experiment import evaluate_backbone, prepare_data
 from harness.methods import build_method
@@ -115,6 +115,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Pretrain as configured, evaluate on rank 0 and write ``metrics.json``; returns the metrics."""
     dift = check_config(cfg)
+    pin_data_root(cfg)
     attack = attacks.from_config(cfg.attack)
     started = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

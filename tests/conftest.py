@@ -9,9 +9,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from harness.data import pin_data_root
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 os.environ.setdefault("DIFT_DATA_ROOT", str(REPO.parent / "shared" / "datasets"))
+pin_data_root()  # a relative root means: relative to where pytest was started, also in the tests' subprocesses
 
 # A run small enough for a test: 512 real images, a narrow CNN, small heads, two epochs.
 TINY = [

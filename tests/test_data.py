@@ -1,9 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from harness.data import IndexedDataset, load_split, stratified_subset
+from harness.data import IndexedDataset, load_split, pin_data_root, stratified_subset
 from harness.errors import DataNotFoundError, DiftUserError
 from tests.conftest import make_cfg
 
@@ -87,3 +89,17 @@ def test_batched_fetch_matches_single_items(data_root):
 def test_imagefolder_without_a_folder_asks_for_one():
     with pytest.raises(DiftUserError, match="needs data.folder"):
         load_split(make_cfg("data=imagefolder").data, "train")
+
+
+def test_a_relative_data_root_means_relative_to_where_the_command_started(tmp_path, data_root, monkeypatch):
+    start = tmp_path / "start"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    relative = os.path.relpath(data_root, start)
+    monkeypatch.setenv("DIFT_DATA_ROOT", relative)
+    cfg = make_cfg(f"data.root={relative}")
+    pin_data_root(cfg)
+    assert os.environ["DIFT_DATA_ROOT"] == cfg.data.root == str(data_root.resolve())
+    monkeypatch.chdir(tmp_path)  # where a spawned process may run: the relative path no longer points at the data
+    assert len(load_split(make_cfg().data, "test")) == 200
+    assert len(load_split(cfg.data, "test")) == 200
