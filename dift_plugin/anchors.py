@@ -65,8 +65,9 @@ class AnchorFilterResult:
 
 def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float, min_separation: float = 2.0,
                       random_state: int | None = 0) -> AnchorFilterResult:
-    """Keep the candidates of the 2-component GMM component far from the anchors (the larger mean MinDist):
-    benign dense points sit near some class's anchors, poisoned ones do not. The far component must also lie
+    """Keep the candidates on the far side of a 2-component GMM fitted to their MinDist — beyond the point between
+    the two means where the far component (the larger mean) becomes the more probable: benign dense points sit
+    near some class's anchors, poisoned ones do not. The far component must also lie
     beyond ``population_min_dist`` (the median MinDist of all samples): poisoned samples are farther from every
     class than a typical sample, while the "far" half of benign dense points is merely less near.
 
@@ -82,9 +83,11 @@ def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float
         separation = abs(mu[0] - mu[1]) * np.sqrt(2 / (var[0] + var[1]))
         far = int(np.argmax(mu))
         if separation >= min_separation and mu[far] > population_min_dist:
-            kept = np.flatnonzero(gmm.predict(d[:, None]) == far)
-            return _result(kept, f"GMM: {len(kept)} of {len(d)} candidates far from the anchors (MinDist mean "
-                                 f"{mu[far]:.3g} vs {mu[1 - far]:.3g}, separation D={separation:.2f})")
+            boundary = _boundary_between_means(gmm, far)
+            kept = np.flatnonzero(d >= boundary)
+            return _result(kept, f"GMM: {len(kept)} of {len(d)} candidates far from the anchors (MinDist >= "
+                                 f"{boundary:.3g}; means {mu[far]:.3g} vs {mu[1 - far]:.3g}, separation "
+                                 f"D={separation:.2f})")
         if separation >= min_separation:  # two modes, but even the far one is nearer than a typical sample
             return _result(np.zeros(0, dtype=np.int64),
                            f"no far mode: both GMM means ({mu[far]:.3g}, {mu[1 - far]:.3g}) at or below the "
@@ -97,6 +100,18 @@ def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float
     return _result(kept, f"{why}: median MinDist {np.median(d) if len(d) else float('nan'):.3g} "
                          f"{'above' if keep_all else 'not above'} the population's {population_min_dist:.3g}, "
                          f"{'all' if keep_all else 'none'} kept")
+
+
+def _boundary_between_means(gmm: GaussianMixture, far: int, resolution: int = 1001) -> float:
+    """The MinDist between the two component means where the far component becomes the more probable one.
+
+    Only this crossing separates "near" from "far": with unequal variances the broader component also wins a
+    tail on the other side (the broad far mode would claim candidates nearer the anchors than the near mode's
+    mean; a broad near mode, the farthest candidates), so ``gmm.predict`` alone is not the membership rule."""
+    lo, hi = sorted(gmm.means_.ravel())
+    grid = np.linspace(lo, hi, resolution)
+    far_wins = gmm.predict_proba(grid[:, None])[:, far] >= 0.5
+    return float(grid[np.argmax(far_wins)]) if far_wins.any() else float(hi)
 
 
 def _result(kept: np.ndarray, reason: str) -> AnchorFilterResult:
