@@ -28,6 +28,7 @@ class DetectorConfig:
     graph_k: int = 20
     alpha: float = 0.5
     spread_threshold: float = 0.5
+    spread_max_iter: int = 100
     backend: str = "auto"
 
 
@@ -77,6 +78,16 @@ class DIFTConfig:
 
     def last_detection_epoch(self, max_epochs: int) -> int:
         return self.stop_epoch if self.stop_epoch is not None else max(self.start_epoch, max_epochs // 2 - 1)
+
+    def check_run_length(self, max_epochs: int) -> None:
+        """Refuse a run that would end with DIFT undecided: it decides after epoch ``stop_epoch`` (0-based) at the
+        latest, which must be one of the run's ``max_epochs`` epochs."""
+        last = self.last_detection_epoch(max_epochs)
+        if last >= max_epochs:
+            key = "stop_epoch" if self.stop_epoch is not None else "start_epoch"
+            raise DIFTConfigError(
+                f"dift.{key}={getattr(self, key)} is not an epoch of this run (0-based, trainer.max_epochs="
+                f"{max_epochs}): DIFT would never decide; use a value below {max_epochs}")
 
 
 CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw")}
@@ -146,7 +157,7 @@ def _check_ranges(cfg: Any, where: str) -> None:
     for key, choices in CHOICES.items():
         if hasattr(cfg, key):
             need(getattr(cfg, key) in choices, key, f"one of {', '.join(choices)}")
-    positive = {"k", "patience", "graph_k", "batch_size", "anchors_per_class", "embed_batch_size"}
+    positive = {"k", "patience", "graph_k", "spread_max_iter", "batch_size", "anchors_per_class", "embed_batch_size"}
     for key in positive & {f.name for f in dataclasses.fields(cfg)}:
         need(getattr(cfg, key) >= 1, key, "a positive integer")
     if isinstance(cfg, DIFTConfig):

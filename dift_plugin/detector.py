@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
+from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
 from dift_plugin.spreading import mass_normalized, normalized_graph, rbf_knn_graph, spread
@@ -36,15 +37,17 @@ class DIFTDetector:
         min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
         patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs.
         graph_k, alpha, spread_threshold: label spreading on the ``graph_k``-NN RBF graph with clamping ``alpha``;
-            a sample is detected when its class-mass-normalised poisoned probability exceeds ``spread_threshold``.
+            a sample is detected when its class-mass-normalised poisoned probability exceeds ``spread_threshold``;
+            at most ``spread_max_iter`` spreading iterations.
         backend: kNN search, "auto" | "exact" | "hnsw".
         random_state: seeds the GMM and HNSW.
     """
 
-    def __init__(self, k: int = 10, candidate_fraction: float = 0.05, min_separation: float = 2.0,
-                 patience: int = 2, tolerance: float = 0.0, graph_k: int = 20, alpha: float = 0.5,
-                 spread_threshold: float = 0.5, spread_max_iter: int = 100, backend: str = "auto",
-                 random_state: int | None = 0) -> None:
+    def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
+                 min_separation: float = _D.min_separation, patience: int = _D.patience,
+                 tolerance: float = _D.tolerance, graph_k: int = _D.graph_k, alpha: float = _D.alpha,
+                 spread_threshold: float = _D.spread_threshold, spread_max_iter: int = _D.spread_max_iter,
+                 backend: str = _D.backend, random_state: int | None = 0) -> None:
         self.k = k
         self.candidate_fraction = candidate_fraction
         self.min_separation = min_separation

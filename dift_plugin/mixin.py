@@ -88,6 +88,8 @@ class DIFTMixin:
         super().on_train_start()
         if self.dift_cfg is None:
             return
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            self.dift_cfg.check_run_length(int(self.trainer.max_epochs))
         if self.dift_data is None and self.dift_data_factory is not None:
             self.dift_data = type(self).dift_data_factory(self)  # after the trainer has set up its data
         if self.dift_data is None:

@@ -78,7 +78,10 @@ def check_config(cfg: DictConfig) -> DIFTConfig | None:
         if int(OmegaConf.select(cfg, key)) < 1:
             raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
     try:
-        return dift_config_of(cfg)
+        dift = dift_config_of(cfg)
+        if dift is not None:
+            dift.check_run_length(int(cfg.trainer.max_epochs))
+        return dift
     except DIFTConfigError as e:
         raise DiftUserError(str(e)) from e
 

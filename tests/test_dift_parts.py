@@ -1,5 +1,8 @@
 """DIFT's training-time parts on their own: config, Eq. 7, branch sync, sampler, LR restart."""
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler, RandomSampler
 
 from dift_plugin.branches import sync_momentum_branches
-from dift_plugin.config import DIFTConfig, DIFTConfigError, FinetuneConfig, parse_dift_config
+from dift_plugin.config import DetectorConfig, DIFTConfig, DIFTConfigError, FinetuneConfig, parse_dift_config
+from dift_plugin.detector import DIFTDetector
 from dift_plugin.finetune import density_reduction_loss, finetune, mean_pairwise_distance
 from dift_plugin.sampling import ExcludingSampler
 from dift_plugin.schedule import restarted_schedule, warmup_cosine
@@ -24,6 +28,14 @@ def test_dift_true_false_and_mapping():
     assert cfg.space == "backbone" and cfg.finetune.lr == 1.0 and cfg.finetune.lam == 0.5 and cfg.detector.k == 5
     assert cfg.finetune.epochs == FinetuneConfig().epochs
     assert parse_dift_config({"enabled": False}) is None
+
+
+def test_detector_defaults_live_in_one_place_and_every_key_reaches_the_detector(data_root):
+    signature = inspect.signature(DIFTDetector.__init__).parameters
+    for f in dataclasses.fields(DetectorConfig):
+        assert signature[f.name].default == getattr(DetectorConfig(), f.name), f.name
+    model = build_method(make_cfg("defense=dift", "dift.detector.spread_max_iter=7", "dift.detector.graph_k=9"))
+    assert model.dift_detector.spread_max_iter == 7 and model.dift_detector.graph_k == 9
 
 
 def test_the_defense_config_file_holds_exactly_the_documented_defaults():

@@ -70,6 +70,13 @@ def test_the_lr_schedule_restarts_at_its_initial_value(moco_with_dift):
     assert restart["total"] == 2 * len(rec.sizes[3]) and restart["warmup"] == 0
 
 
+def test_tau_follows_the_epochs_when_filtering_shortens_them(moco_with_dift):
+    model, rec, _ = moco_with_dift
+    n = len(rec.sizes[4])  # fewer batches than before filtering
+    assert n < len(rec.sizes[0])
+    assert float(model.trainer.logged_metrics["tau"]) == pytest.approx(model.tau((4 + (n - 1) / n) / 5))
+
+
 def test_history_has_set_sizes_scores_and_timings(moco_with_dift):
     model, _, data = moco_with_dift
     summary = model.dift_summary()
@@ -103,6 +110,9 @@ def test_a_bad_dift_block_stops_the_cli_before_training(tmp_path, data_root):
     assert not (tmp_path / "bad" / "checkpoints").exists()
     with pytest.raises(DiftUserError, match="dift.space must be one of projector, backbone"):
         run(make_cfg("defense=dift", "dift.space=pixels"), tmp_path / "bad2")
+    with pytest.raises(DiftUserError, match=r"dift.stop_epoch=2 is not an epoch of this run .*max_epochs=2"):
+        run(make_cfg("defense=dift", "dift.stop_epoch=2"), tmp_path / "bad3")  # would end undecided
+    assert not (tmp_path / "bad3").exists()
 
 
 def test_killed_run_resumes_to_the_same_detected_set(tmp_path, data_root):

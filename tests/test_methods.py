@@ -77,9 +77,10 @@ def test_target_branch_follows_the_momentum_rule(method, data_root):
 def test_tau_increases_to_final_by_cosine(data_root):
     model, dm, trainer, _ = fit(make_cfg("method=byol"), max_epochs=2)
     trainer.fit(model, datamodule=dm)  # 2 epochs x 8 steps
-    taus = [model.tau(k) for k in range(17)]
+    taus = [model.tau(k / 16) for k in range(17)]
     assert taus[0] == pytest.approx(0.99) and taus[16] == pytest.approx(1.0)
     assert all(a <= b for a, b in zip(taus, taus[1:]))
+    assert float(trainer.logged_metrics["tau"]) == pytest.approx(taus[15])  # the last step: (1 + 7/8) / 2
 
 
 def test_moco_queue_advances_with_the_keys(data_root):

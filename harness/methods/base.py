@@ -92,11 +92,17 @@ class BaseMomentumMethod(BaseMethod):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-    def tau(self, step: int) -> float:
-        """tau_k = final - (final - base) * (cos(pi k / K) + 1) / 2 for step k of K."""
+    def tau(self, progress: float) -> float:
+        """tau = final - (final - base) * (cos(pi p) + 1) / 2 at training progress p in [0, 1]."""
         base, final = float(self.cfg.method.base_tau), float(self.cfg.method.final_tau)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return final - (final - base) * (math.cos(math.pi * min(step, total) / total) + 1) / 2
+        p = min(max(progress, 0.0), 1.0)
+        return final - (final - base) * (math.cos(math.pi * p) + 1) / 2
+
+    def training_progress(self, batch_idx: int) -> float:
+        """The share of training done before step ``batch_idx`` of this epoch, counted in epochs: when epochs get
+        shorter mid-run (DIFT filtering samples out), tau still reaches its final value at the last epoch."""
+        batches = max(1, len(self.trainer.train_dataloader))
+        return (self.trainer.current_epoch + batch_idx / batches) / max(1, int(self.trainer.max_epochs))
 
     @torch.no_grad()
     def momentum_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -105,7 +111,7 @@ class BaseMomentumMethod(BaseMethod):
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
-        tau = self.tau(self.trainer.global_step - 1)
+        tau = self.tau(self.training_progress(batch_idx))
         for online, target in self.momentum_pairs:
             for po, pt in zip(online.parameters(), target.parameters()):
                 pt.mul_(tau).add_(po.detach(), alpha=1 - tau)
