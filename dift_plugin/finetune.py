@@ -17,14 +17,15 @@ def density_reduction_loss(x: torch.Tensor, lam: float, epsilon: float) -> torch
     """Eq. 7: L_ft = -1/(n(n-1)) sum_{i!=j} sqrt(||x_i - x_j||^2 + eps) + lam * 1/n sum_i ||x_i||^2.
 
     The first term spreads the detected embeddings x_1..x_n apart (reduces their density), the second keeps
-    their magnitudes bounded."""
+    their magnitudes bounded. Distances come from the differences x_i - x_j themselves, not from
+    ||x_i||^2 + ||x_j||^2 - 2 x_i.x_j: for the near-duplicates Eq. 7 is meant for (poisoned samples), that form
+    cancels to 0 in float32 and gives them no gradient."""
     n = len(x)
     if n < 2:
         raise ValueError(f"Eq. 7 needs at least 2 embeddings, got {n}")
-    sq_norm = x.pow(2).sum(dim=1)
-    sq_dist = (sq_norm[:, None] + sq_norm[None, :] - 2 * x @ x.T).clamp_min(0)
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
-    return -torch.sqrt(sq_dist[off_diagonal] + epsilon).mean() + lam * sq_norm.mean()
+    return -torch.sqrt(dist[off_diagonal].pow(2) + epsilon).mean() + lam * x.pow(2).sum(dim=1).mean()
 
 
 @torch.no_grad()
@@ -62,7 +63,8 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
     """Minimise Eq. 7 over the detected samples with SGD on the parameters of ``modules`` only.
 
     ``embed`` maps a batch of model inputs to the x_i of Eq. 7 (with gradients); ``batches()`` yields one pass over
-    the detected samples. The modules run in eval mode: batch-norm statistics stay those of the whole training set
+    the detected samples, reshuffled on every call: Eq. 7's mean over all pairs is estimated per mini-batch, and
+    new batches each epoch let every pair of detected samples meet. The modules run in eval mode: batch-norm statistics stay those of the whole training set
     (a batch of near-identical poisoned images would otherwise normalise their common component away) and are not
     updated from the poisoned samples alone. The modes and ``requires_grad`` flags are restored afterwards.
 

@@ -169,8 +169,9 @@ class DIFTMixin:
         with self._dift_timed("finetuning"):
             if ft.epochs > 0 and len(detected) >= 2:
                 modules = [self.backbone] + ([self.projector] if ft.space == "projector" else [])
+                order = torch.Generator().manual_seed(self.dift_cfg.seed)  # advances: new batches every epoch
                 result = finetune(lambda x: self.dift_features(x, ft.space), modules,
-                                  lambda: self._dift_batches(detected, ft.batch_size, shuffle=True), ft)
+                                  lambda: self._dift_batches(detected, ft.batch_size, order), ft)
                 self.dift_state.finetune = dataclasses.asdict(result)
             self._dift_broadcast_weights()
             sync_momentum_branches(self, seed=self.dift_cfg.seed)
@@ -214,12 +215,12 @@ class DIFTMixin:
             out[idx] = gathered[r, : len(idx)].cpu()
         return out
 
-    def _dift_batches(self, indexes: np.ndarray, batch_size: int, shuffle: bool = False) -> Iterator[torch.Tensor]:
-        """Model-ready batches of the given training samples."""
+    def _dift_batches(self, indexes: np.ndarray, batch_size: int,
+                      shuffle: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """Model-ready batches of the given training samples; shuffled by the generator ``shuffle`` if given."""
         data = self.dift_data
-        generator = torch.Generator().manual_seed(self.dift_cfg.seed) if shuffle else None
-        loader = DataLoader(Subset(data.dataset, indexes.tolist()), batch_size=batch_size, shuffle=shuffle,
-                            generator=generator, num_workers=data.num_workers, collate_fn=data.collate_fn)
+        loader = DataLoader(Subset(data.dataset, indexes.tolist()), batch_size=batch_size, shuffle=shuffle is not None,
+                            generator=shuffle, num_workers=data.num_workers, collate_fn=data.collate_fn)
         for batch in loader:
             images = batch if isinstance(batch, torch.Tensor) else batch[0]
             images = images.to(self.device, non_blocking=True)

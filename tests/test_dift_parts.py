@@ -84,6 +84,31 @@ def test_eq7_matches_its_formula_and_one_step_spreads_the_embeddings():
     assert torch.equal(encoder[1].running_mean, bn_before)  # eval mode: no statistics from the poisoned batch
 
 
+def test_eq7_spreads_near_duplicates_that_a_float32_gram_matrix_would_collapse():
+    torch.manual_seed(0)
+    x = (torch.randn(1, 64) * 10).repeat(5, 1) + 1e-4 * torch.randn(5, 64)  # poisoned samples: nearly one point
+    x.requires_grad_(True)
+    density_reduction_loss(x, 0.0, 1e-12).backward()
+    x64 = x.detach().double()
+    pairs = [(x64[i] - x64[j]).norm() for i in range(5) for j in range(5) if i != j]
+    assert min(pairs) > 1e-4  # apart in exact arithmetic ...
+    assert density_reduction_loss(x.detach(), 0.0, 1e-12).item() == pytest.approx(-torch.stack(pairs).mean().item(),
+                                                                                      rel=1e-3)
+    assert (x.grad.norm(dim=1) > 0.1).all()  # ... and pushed apart, each with a unit-scale gradient
+
+
+def test_fine_tuning_draws_new_batches_every_epoch(data_root):
+    cfg = make_cfg("defense=dift", "dift.finetune.batch_size=4")
+    model = build_method(cfg)
+    seen = []
+    model.dift_data = type("D", (), {"dataset": torch.arange(20), "num_workers": 0, "collate_fn": None,
+                                     "prepare": None})()
+    order = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        seen.append([b.tolist() for b in model._dift_batches(np.arange(20), 4, order)])
+    assert sorted(sum(seen[0], [])) == list(range(20)) and seen[0] != seen[1]
+
+
 def test_byol_sync_copies_backbone_and_projector_and_leaves_the_predictor():
     model = build_method(make_cfg("method=byol"))
     with torch.no_grad():
