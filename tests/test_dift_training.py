@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -99,7 +100,11 @@ def test_harness_run_writes_dift_results(tmp_path, data_root):
     assert len(rows) == metrics["dift"]["detected"] > 0 and rows[0]["path"].endswith(".jpg")
     header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "dift/detected_recall" in header and "dift/stable_precision" in header
-    assert 0 <= metrics["dift"]["recall"] <= 1 and metrics["dift_time_s"] > 0
+    detected = {int(r["index"]) for r in rows}
+    poisoned = set(np.load(tmp_path / "poisoned_indexes.npy").tolist())
+    assert metrics["dift"]["recall"] == pytest.approx(len(detected & poisoned) / len(poisoned), abs=1e-4)
+    assert metrics["dift"]["precision"] == pytest.approx(len(detected & poisoned) / len(detected), abs=1e-4)
+    assert metrics["dift_time_s"] > 0
 
 
 def test_a_bad_dift_block_stops_the_cli_before_training(tmp_path, data_root):
