@@ -26,6 +26,13 @@ INSTALL = ("solo-learn is not installed. DIFT works with solo-learn 1.0.6 from i
            "(https://github.com/vturrisi/solo-learn; PyPI has only 1.0.2): clone it, then "
            "`pip install --no-deps -e <clone>` next to lightning==2.1.2, 'torchmetrics<0.12', timm, einops, wandb")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+SOLO_MEANS_N_STD = {  # solo-learn 1.0.6, solo/data/pretrain_dataloader.py, build_transform_pipeline
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
+    "imagenet100": IMAGENET,
+    "imagenet": IMAGENET,
+}
 
 
 def wrap_registry(methods: dict[str, type]) -> dict[str, type]:
@@ -73,14 +80,11 @@ def solo_dift_data(model: Any) -> DIFTData:
 
 
 def _mean_std(cfg: Any) -> tuple[Any, Any]:
+    """The normalisation solo-learn 1.0.6 gives the crops (``build_transform_pipeline``): its per-dataset table
+    (a local there, not importable), else the augmentation's ``mean``/``std``, else ImageNet's."""
     aug = cfg.augmentations[0]
-    if "mean" in aug and "std" in aug:
-        return tuple(aug.mean), tuple(aug.std)
-    try:
-        from solo.data.pretrain_dataloader import MEANS_N_STD
-    except ImportError:
-        return IMAGENET
-    return MEANS_N_STD.get(cfg.data.dataset, IMAGENET)
+    own = (tuple(aug.get("mean", IMAGENET[0])), tuple(aug.get("std", IMAGENET[1])))
+    return SOLO_MEANS_N_STD.get(cfg.data.dataset, own)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from torchvision import transforms as T
 
 from dift_plugin import DIFTConfigError, DIFTMixin
 from dift_plugin.branches import sync_momentum_branches
-from dift_plugin.solo import wrap_registry
+from dift_plugin.solo import _mean_std, wrap_registry
 from harness.experiment import prepare_data
 from tests import solo_like
 from tests.conftest import make_cfg
@@ -115,3 +115,14 @@ def test_solo_like_bad_dift_block_fails_at_construction(image_folder):
         registry["byol"](solo_cfg(anchors, finetune={"step": 3}))
     with pytest.raises(DIFTConfigError, match="unknown key"):
         registry["byol"].add_and_assert_specific_cfg(solo_cfg(anchors, finetune={"step": 3}))
+
+
+def test_dift_normalises_like_solo_learn_crops():
+    def cfg(dataset, **aug):
+        return OmegaConf.create({"data": {"dataset": dataset}, "augmentations": [{"crop_size": 32, **aug}]})
+
+    cifar = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    assert _mean_std(cfg("cifar10")) == cifar  # solo-learn's table (a local of its pipeline builder), not ImageNet's
+    assert _mean_std(cfg("cifar10", mean=[0.5] * 3, std=[0.5] * 3)) == cifar  # its table wins, as in solo-learn
+    assert _mean_std(cfg("custom", mean=[0.1, 0.2, 0.3], std=[1, 2, 3])) == ((0.1, 0.2, 0.3), (1, 2, 3))
+    assert _mean_std(cfg("custom")) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
