@@ -87,14 +87,15 @@ def build_optimizer(cfg: DictConfig, modules: list[nn.Module]) -> torch.optim.Op
 def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, warmup_steps: int,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """``optimizer.schedule``: ``warmup_cosine`` (linear warm-up from ~0, cosine to 0; solo-learn's shape) or
-    ``one_cycle`` (torch's ``OneCycleLR``: cosine warm-up from lr/25 over ``warmup_steps``, cosine down to
-    lr/25e4; with Adam it also cycles beta1 between 0.85 and 0.95, with SGD the momentum)."""
+    ``one_cycle`` (torch's ``OneCycleLR``: cosine warm-up from lr/25 over ``warmup_steps`` (at least 2), cosine down
+    to lr/25e4; with Adam it also cycles beta1 between 0.85 and 0.95, with SGD the momentum)."""
     name = cfg.get("schedule", "warmup_cosine")
     if name == "warmup_cosine":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps))
-    if name == "one_cycle":
-        total_steps = max(2, total_steps)
+    if name == "one_cycle":  # each of its two phases needs 2 steps or more (torch divides by the phase length)
+        total_steps = max(4, total_steps)
+        warmup_steps = min(max(2, warmup_steps), total_steps - 2)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups],  # a restart: the same peak
-            total_steps=total_steps, pct_start=min(0.99, max(1, warmup_steps) / total_steps))
+            total_steps=total_steps, pct_start=warmup_steps / total_steps)
     raise DiftUserError(f"unknown optimizer.schedule '{name}': choose one of {', '.join(SCHEDULES)}")

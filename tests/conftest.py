@@ -16,9 +16,10 @@ CONF_DIR = REPO / "conf"
 os.environ.setdefault("DIFT_DATA_ROOT", str(REPO.parent / "shared" / "datasets"))
 pin_data_root()  # a relative root means: relative to where pytest was started, also in the tests' subprocesses
 
-# A run small enough for a test: 512 real images, a narrow CNN, small heads, two epochs.
+# A run small enough for a test: 512 real images, a narrow CNN, small heads, two epochs, solo-learn's recipe (the
+# DIFT tests' planted trigger is calibrated on it; the CPU recipe has tests of its own).
 TINY = [
-    "preset=cpu", "data.max_train=512", "data.max_test=200", "optimizer.batch_size=64", "trainer.max_epochs=2",
+    "preset=cpu", "recipe=solo", "data.max_train=512", "data.max_test=200", "optimizer.batch_size=64", "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false", "backbone.widths=[8,16,32,64]", "method.proj_hidden_dim=64",
     "method.proj_output_dim=32", "trainer.log_every_n_steps=1",
 ]

@@ -4,6 +4,7 @@ method.joint_views, backbone.final_max_pool — and what DIFT's restart does wit
 import lightning.pytorch as pl
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -15,7 +16,7 @@ from harness.experiment import prepare_data
 from harness.methods import METHODS, build_method
 from harness.optim import build_optimizer, build_schedule
 from harness.pretrain import build_trainer
-from tests.conftest import make_cfg
+from tests.conftest import CONF_DIR, make_cfg
 from tests.recorder import Recorder
 from tests.test_dift_training import FORCED
 
@@ -23,6 +24,25 @@ from tests.test_dift_training import FORCED
 def opt_cfg(**kw):
     return OmegaConf.create({"name": "adam", "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-6,
                              "schedule": "one_cycle", **kw})
+
+
+def test_the_cpu_preset_trains_with_the_cpu_recipe_and_recipe_solo_undoes_it():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cpu = {m: compose(config_name="pretrain", overrides=["preset=cpu", f"method={m}"]) for m in METHODS}
+        solo = {m: compose(config_name="pretrain", overrides=["preset=cpu", "recipe=solo", f"method={m}"])
+                for m in METHODS}
+        paper = compose(config_name="pretrain", overrides=["method=moco"])
+    for m in METHODS:
+        c = cpu[m]
+        assert (c.optimizer.name, c.optimizer.lr, c.optimizer.schedule) == ("adam", 2e-3, "one_cycle")
+        assert c.method.joint_views and c.method.projector_bn and c.backbone.final_max_pool
+        assert list(c.data.mean) == [0, 0, 0] and list(c.data.std) == [1, 1, 1]
+        s = solo[m]
+        assert s.optimizer.schedule == "warmup_cosine" and not s.method.joint_views and not s.backbone.final_max_pool
+        assert s.optimizer.name == {"simclr": "lars", "moco": "sgd", "byol": "lars"}[m]
+        assert s.method.projector_bn == (m == "byol") and list(s.data.mean) == [0.4914, 0.4822, 0.4465]
+    assert cpu["simclr"].method.temperature == 0.5 and cpu["moco"].method.temperature == 0.2
+    assert paper.optimizer.name == "sgd" and paper.optimizer.schedule == "warmup_cosine"  # preset=paper: solo-learn's
 
 
 def test_adam_and_adamw_decay_weights_only_and_scale_lr_with_the_batch():
@@ -48,6 +68,13 @@ def test_one_cycle_warms_up_to_the_peak_and_anneals_far_below_it():
     assert lrs[0] == pytest.approx(2e-3 / 25) and max(lrs) == pytest.approx(2e-3) and lrs.index(max(lrs)) == 4
     assert lrs[-1] < 2e-3 / 1000 and all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
     assert opt.param_groups[0]["betas"][0] == pytest.approx(0.95, abs=1e-4)  # beta1 back up as the LR went down
+    for warmup, total in ((0, 100), (0, 3), (50, 50)):  # no warm-up asked, a tiny run, all warm-up: still steps
+        opt = build_optimizer(opt_cfg(), [nn.Linear(4, 4)])
+        schedule = build_schedule(opt_cfg(), opt, warmup_steps=warmup, total_steps=total)
+        for _ in range(total):
+            opt.step()
+            schedule.step()
+        assert 0 < opt.param_groups[0]["lr"] <= 2e-3
     with pytest.raises(DiftUserError, match="unknown optimizer.schedule 'step': choose one of warmup_cosine, one_cycle"):
         build_schedule(opt_cfg(schedule="step"), opt, 5, 100)
 

@@ -1,0 +1,267 @@
+"""The CPU threat (README "Attacks"): which training-recipe differences decide whether an SSL-Backdoor patch implants
+at CPU scale (the ablation), the poison-share sweep, and the implanting CPU presets over seeds with their no-poison
+controls and DIFT.
+
+    python benchmarks/cpu_threat.py --root runs/cpu_threat            # run what is missing, then write the tables
+    python benchmarks/cpu_threat.py --root runs/cpu_threat --report   # tables only, from the run directories
+    python benchmarks/cpu_threat.py --root runs/cpu_threat --only ablation --dry-run
+
+Every cell is one ``dift-pretrain`` run directory ``ROOT/<name>`` (run one at a time: the timings stay
+meaningful on a small machine). A cell with ``metrics.json`` is finished and skipped; an unfinished one resumes
+from its checkpoint. A control of another trigger is the clean run of the same method and seed evaluated with
+that trigger (``harness.evaluate_run``, written to ``ROOT/<clean>/control_<attack>.json``). The tables go to
+``benchmarks/cpu_threat_results.md``, the numbers behind them to ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OUT = Path(__file__).with_name("cpu_threat_results")
+SEEDS = (0, 1, 2)
+METHODS = ("simclr", "moco", "byol")
+
+# The training recipe of a throwaway SimCLR script in which the patch implanted (issue 10), as configuration.
+SCRIPT_RECIPE = ("optimizer.name=adam", "optimizer.lr=2e-3", "optimizer.weight_decay=1e-6",
+                 "optimizer.schedule=one_cycle", "method.joint_views=true", "method.projector_bn=true",
+                 "backbone.final_max_pool=true", "attack.params.train_region=any")
+# Each change taken back to our former (solo-learn's) recipe, one at a time.
+TAKE_BACK = {
+    "LARS (lr 0.4, weight decay 1e-5) instead of Adam": ("optimizer.name=lars", "optimizer.lr=0.4",
+                                                          "optimizer.weight_decay=1e-5"),
+    "warm-up + cosine instead of one-cycle": ("optimizer.schedule=warmup_cosine",),
+    "views in separate forward passes": ("method.joint_views=false",),
+    "no batch norm in the projector": ("method.projector_bn=false",),
+    "no max-pool before the global average pool": ("backbone.final_max_pool=false",),
+    "patch in the central region of training images": ("attack.params.train_region=center",),
+}
+# The ablation's fixed setting: SimCLR, the whole target class poisoned, 40 epochs, seed 0, CIFAR normalisation.
+ABLATION_BASE = ("preset=cpu", "attack=sslbackdoor", "attack.rate=0.1", "attack.params.patch_size=8",
+                 "trainer.max_epochs=40", "method.temperature=0.2", "data.mean=[0.4914,0.4822,0.4465]",
+                 "data.std=[0.247,0.2435,0.2616]")
+STRONGER = ("data.mean=[0,0,0]", "data.std=[1,1,1]", "method.temperature=0.5")
+COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false")
+
+
+@dataclass
+class Cell:
+    group: str
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    control: str | None = None  # the cell (clean, same recipe) whose run is this cell's no-poison control
+    control_attack: tuple[str, ...] = field(default_factory=tuple)  # evaluate_run overrides when not the same attack
+
+
+def cells() -> list[Cell]:
+    out = [Cell("ablation", "abl_script", "the script's recipe, all of it", ABLATION_BASE + SCRIPT_RECIPE,
+                control="abl_script_r0"),
+           Cell("ablation", "abl_script_r0", "no-poison control", ABLATION_BASE + SCRIPT_RECIPE + ("attack.rate=0",))]
+    for i, (label, back) in enumerate(TAKE_BACK.items()):
+        out.append(Cell("ablation", f"abl_back{i}", label, ABLATION_BASE + SCRIPT_RECIPE + back,
+                        control="abl_script_r0"))
+    ours = tuple(x for back in TAKE_BACK.values() for x in back)
+    out.append(Cell("ablation", "abl_ours", "all taken back: our former recipe", ABLATION_BASE + SCRIPT_RECIPE + ours,
+                    control="abl_script_r0"))
+    out += [Cell("ablation", "abl_stronger", "the script's recipe, no input normalisation, temperature 0.5",
+                 ABLATION_BASE + SCRIPT_RECIPE + STRONGER, control="abl_stronger_r0"),
+            Cell("ablation", "abl_stronger_r0", "no-poison control",
+                 ABLATION_BASE + SCRIPT_RECIPE + STRONGER + ("attack.rate=0",))]
+    for method in METHODS:
+        for seed in SEEDS:
+            base = ("preset=cpu", f"method={method}", f"seed={seed}")
+            clean = f"{method}_clean_s{seed}"
+            out += [Cell("presets", f"{method}_ssl_s{seed}", f"{method} SSL-Backdoor", base + ("attack=sslbackdoor",),
+                         control=clean),
+                    Cell("presets", clean, f"{method} no-poison control", base + ("attack=sslbackdoor", "attack.rate=0"))]
+        out.append(Cell("dift", f"{method}_ssl_dift_s0", f"{method} SSL-Backdoor + DIFT",
+                        ("preset=cpu", f"method={method}", "seed=0", "attack=sslbackdoor", "defense=dift"),
+                        control=f"{method}_clean_s0"))
+    for seed in SEEDS:
+        out.append(Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder",
+                        ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
+                        control=f"simclr_clean_s{seed}",
+                        control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
+    for rate in (0.01, 0.025, 0.05):
+        out.append(Cell("sweep", f"simclr_ssl_rate{rate}", f"{rate:.1%} of the training set",
+                        ("preset=cpu", "method=simclr", "seed=0", "attack=sslbackdoor", f"attack.rate={rate}"),
+                        control="simclr_clean_s0"))
+    return out
+
+
+def run_cell(cell: Cell, root: Path, dry_run: bool) -> bool:
+    run_dir = root / cell.name
+    if (run_dir / "metrics.json").exists():
+        return True
+    cmd = [sys.executable, "-m", "harness.pretrain", *cell.overrides, *COMMON, f"hydra.run.dir={run_dir}"]
+    print(("would run: " if dry_run else "running: ") + " ".join(cmd[2:]), flush=True)
+    if dry_run:
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "pretrain.log").open("a") as log:
+        ok = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+    if not ok:
+        print(f"  failed: see {run_dir / 'pretrain.log'}", flush=True)
+    return ok
+
+
+def control_metrics(cell: Cell, root: Path, dry_run: bool) -> dict | None:
+    """The no-poison ASR for ``cell``: its clean run's metrics, or that run evaluated with another trigger."""
+    if cell.control is None:
+        return None
+    clean = root / cell.control
+    if not cell.control_attack:
+        return load(clean)
+    path = clean / f"control_{cell.control_attack[0].split('=')[1]}.json"
+    if not path.exists() and load(clean) is not None and not dry_run:
+        subprocess.run([sys.executable, "-m", "harness.evaluate_run", str(clean), *cell.control_attack,
+                        "--out", str(path)], check=True, stdout=subprocess.DEVNULL)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pm(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def swing(curve: list[dict], key: str) -> str:
+    values = [row[key] for row in curve]
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "–"
+
+
+KEYS = ("acc_linear", "acc_knn", "asr_linear", "asr_knn", "poisoned_samples", "train_samples", "train_time_s")
+
+
+def collect(root: Path, all_cells: list[Cell], dry_run: bool) -> dict[str, dict]:
+    """{cell name: {"metrics", "control"}} for every finished cell."""
+    rows: dict[str, dict] = {}
+    for c in all_cells:
+        m = load(root / c.name)
+        if m is not None:
+            rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
+    return rows
+
+
+def summary(rows: dict[str, dict], all_cells: list[Cell]) -> dict[str, dict]:
+    """The numbers behind the tables, per cell, for ``cpu_threat_results.json``."""
+    out = {}
+    for c in all_cells:
+        if c.name in rows:
+            m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
+            out[c.name] = {"group": c.group, "label": c.label, "overrides": list(c.overrides),
+                           **{k: m[k] for k in KEYS if k in m}, "curve": m.get("curve", []),
+                           "control": {k: ctl[k] for k in ("asr_linear", "asr_knn")} if ctl else None,
+                           "dift": {k: v for k, v in m["dift"].items() if k != "history"} if "dift" in m else None}
+    return out
+
+
+def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
+    by_name = {c.name: c for c in all_cells}
+    lines = [f"Generated by `python benchmarks/cpu_threat.py --root {root} --report` from the run directories.", ""]
+
+    lines += ["### Ablation (SimCLR, whole target class poisoned, 8x8 patch, 40 epochs, seed 0)", "",
+              "| recipe | ACC lin / kNN % | ASR lin / kNN % at the end | over the checkpoints (every 10 epochs) | "
+              "no-poison control lin / kNN % | excess over control lin / kNN | poisoned median density rank "
+              "projector / backbone % |", "|---|---|---|---|---|---|---|"]
+    for c in all_cells:
+        if c.group != "ablation" or c.name not in rows or c.name.endswith("_r0"):
+            continue
+        m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
+        last = m["curve"][-1]
+        excess = (f"{m['asr_linear'] - ctl['asr_linear']:+.1f} / {m['asr_knn'] - ctl['asr_knn']:+.1f}"
+                  if ctl else "–")
+        control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "not run"
+        lines.append(f"| {c.label} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | {m['asr_linear']:.2f} / "
+                     f"{m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')} | "
+                     f"{control} | {excess} | {last['projector_median_rank_pct']:.1f} / "
+                     f"{last['backbone_median_rank_pct']:.1f} |")
+
+    lines += ["", "### CPU presets (`preset=cpu attack=...`), mean ± std over seeds", "",
+              "| method | attack | seeds | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | "
+              "excess over control lin / kNN | worst seed's excess lin / kNN | swing of ASR lin / kNN over the "
+              "checkpoints |", "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for c in all_cells:
+        if c.group == "presets" and c.control is not None and c.name in rows:
+            groups.setdefault((c.label.split()[0], " ".join(c.label.split()[1:])), []).append(c.name)
+    for (method, attack), names in groups.items():
+        done = [n for n in names if rows[n]["control"] is not None]
+        ms = [rows[n]["metrics"] for n in done]
+        cs = [rows[n]["control"] for n in done]
+        ex_l = [m["asr_linear"] - c["asr_linear"] for m, c in zip(ms, cs)]
+        ex_k = [m["asr_knn"] - c["asr_knn"] for m, c in zip(ms, cs)]
+        swings = ", ".join(f"{swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')}" for m in ms)
+        lines.append(
+            f"| {method} | {attack} | {len(done)} | {pm([m['acc_linear'] for m in ms])} / "
+            f"{pm([m['acc_knn'] for m in ms])} | {pm([m['asr_linear'] for m in ms])} / "
+            f"{pm([m['asr_knn'] for m in ms])} | {pm([c['asr_linear'] for c in cs])} / "
+            f"{pm([c['asr_knn'] for c in cs])} | {pm(ex_l)} / {pm(ex_k)} | "
+            f"{min(ex_l, default=float('nan')):+.1f} / {min(ex_k, default=float('nan')):+.1f} | {swings} |")
+
+    lines += ["", "### Poison share (SimCLR SSL-Backdoor, seed 0)", "",
+              "| poisoned | ASR lin / kNN % | control lin / kNN % | excess lin / kNN |", "|---|---|---|---|"]
+    for c in [c for c in all_cells if c.group == "sweep"] + [by_name["simclr_ssl_s0"]]:
+        if c.name not in rows or rows[c.name]["control"] is None:
+            continue
+        m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
+        share = m["poisoned_samples"] / m["train_samples"]
+        lines.append(f"| {share:.1%} ({m['poisoned_samples']}) | {m['asr_linear']:.2f} / {m['asr_knn']:.2f} | "
+                     f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f} | {m['asr_linear'] - ctl['asr_linear']:+.1f} / "
+                     f"{m['asr_knn'] - ctl['asr_knn']:+.1f} |")
+
+    lines += ["", "### DIFT on the presets (its defaults, seed 0)", "",
+              "| method | defense | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | DIFT decided "
+              "at epoch | detected | precision / recall | FPR |", "|---|---|---|---|---|---|---|---|---|"]
+    for method in METHODS:
+        for name, defense in ((f"{method}_ssl_s0", "none"), (f"{method}_ssl_dift_s0", "DIFT")):
+            if name not in rows:
+                continue
+            m, ctl = rows[name]["metrics"], rows[name]["control"]
+            d = m.get("dift", {})
+            dift_cols = (f"{d['decided_epoch']} | {d['detected']} | {d.get('precision', 0):.3f} / "
+                         f"{d.get('recall', 0):.3f} | {d.get('fpr', 0):.4f}") if d else " | | | "
+            control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "–"
+            lines.append(f"| {method} | {defense} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
+                         f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {control} | {dift_cols} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("runs/cpu_threat"))
+    parser.add_argument("--only", choices=("ablation", "presets", "sweep", "dift"), action="append")
+    parser.add_argument("--report", action="store_true", help="write the tables from what has run; run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs that are missing")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    chosen = [c for c in cells() if args.only is None or c.group in args.only]
+    if not args.report:
+        failed = [c.name for c in chosen if not run_cell(c, root, args.dry_run)]
+        if failed and not args.dry_run:
+            print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+    rows = collect(root, cells(), args.dry_run)
+    text = report(root, cells(), rows)
+    if not args.dry_run:
+        args.out.with_suffix(".md").write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps(summary(rows, cells()), indent=1) + "\n")
+        print(f"tables -> {args.out.with_suffix('.md')} (numbers: {args.out.with_suffix('.json')})")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
