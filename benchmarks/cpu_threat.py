@@ -23,6 +23,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from harness.augment import Normalize, to_float
+from harness.evaluate import extract_features
+from harness.experiment import load_run, prepare_data
+
 OUT = Path(__file__).with_name("cpu_threat_results")
 SEEDS = (0, 1, 2)
 METHODS = ("simclr", "moco", "byol")
@@ -153,6 +159,8 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool) -> dict[str, dict]
         m = load(root / c.name)
         if m is not None:
             rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
+            if c.group == "ablation" and not c.name.endswith("_r0"):
+                rows[c.name]["units"] = trigger_units(root / c.name)
     return rows
 
 
@@ -165,7 +173,42 @@ def summary(rows: dict[str, dict], all_cells: list[Cell]) -> dict[str, dict]:
             out[c.name] = {"group": c.group, "label": c.label, "overrides": list(c.overrides),
                            **{k: m[k] for k in KEYS if k in m}, "curve": m.get("curve", []),
                            "control": {k: ctl[k] for k in ("asr_linear", "asr_knn")} if ctl else None,
-                           "dift": {k: v for k, v in m["dift"].items() if k != "history"} if "dift" in m else None}
+                           "dift": {k: v for k, v in m["dift"].items() if k != "history"} if "dift" in m else None,
+                           "trigger_units": rows[c.name].get("units")}
+    return out
+
+
+@torch.no_grad()
+def trigger_units(run_dir: Path, n: int = 2000) -> dict[str, float]:
+    """How selectively the encoder's units respond to the trigger: per stage of the backbone (each ReLU, its spatial
+    maximum) and for the pooled features, the channels whose mean on triggered non-target test images exceeds the
+    mean on the same clean images by more than 2 (and 5) standard deviations of the clean responses; and how far the
+    trigger moves the feature vector (mean ||f(triggered) - f(clean)|| / mean ||f(clean)||)."""
+    cfg, model = load_run(run_dir)
+    data = prepare_data(cfg)
+    normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
+    clean = data.test.images[data.test.labels != int(cfg.attack.target_class)][:n]
+    triggered = data.attack.trigger(to_float(clean), seed=int(cfg.attack.test_seed))
+    relus = [m for m in model.backbone.modules() if isinstance(m, torch.nn.ReLU)]
+    out: dict[str, float] = {}
+    responses: dict[str, list[torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, i=i: responses[f"stage{i + 1}"].append(o.amax(dim=(2, 3))))
+             for i, m in enumerate(relus)]
+    stats = {}
+    for name, images in (("clean", clean), ("triggered", triggered)):
+        responses.update({f"stage{i + 1}": [] for i in range(len(relus))})
+        feats = extract_features(model.backbone, images, normalize)
+        stats[name] = {"features": feats, **{k: torch.cat(v) for k, v in responses.items()}}
+    for h in hooks:
+        h.remove()
+    for key in stats["clean"]:
+        c, t = stats["clean"][key], stats["triggered"][key]
+        selectivity = (t.mean(0) - c.mean(0)) / (c.std(0) + 1e-6)
+        out[f"{key}_sel2"] = int((selectivity > 2).sum())
+        out[f"{key}_sel5"] = int((selectivity > 5).sum())
+        out[f"{key}_channels"] = int(c.shape[1])
+    c, t = stats["clean"]["features"], stats["triggered"]["features"]
+    out["feature_shift"] = round(float((t - c).norm(dim=1).mean() / c.norm(dim=1).mean()), 3)
     return out
 
 
@@ -190,6 +233,17 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
                      f"{control} | {excess} | {last['projector_median_rank_pct']:.1f} / "
                      f"{last['backbone_median_rank_pct']:.1f} |")
 
+    lines += ["", "Trigger-selective units (channels responding to the trigger more than 2 / 5 clean standard deviations "
+              "above their clean mean, per stage of the small CNN and in the pooled features; the trigger's shift of "
+              "the feature vector relative to its norm):", "",
+              "| recipe | stage 1 | stage 2 | stage 3 | stage 4 | features | feature shift |", "|---|---|---|---|---|---|---|"]
+    for c in all_cells:
+        if c.group == "ablation" and c.name in rows and not c.name.endswith("_r0"):
+            u = rows[c.name]["units"]
+            cols = " | ".join(f"{u[f'{k}_sel2']} / {u[f'{k}_sel5']} of {u[f'{k}_channels']}"
+                              for k in ("stage1", "stage2", "stage3", "stage4", "features"))
+            lines.append(f"| {c.label} | {cols} | {u['feature_shift']:.2f} |")
+
     lines += ["", "### CPU presets (`preset=cpu attack=...`), mean ± std over seeds", "",
               "| method | attack | seeds | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | "
               "excess over control lin / kNN | worst seed's excess lin / kNN | swing of ASR lin / kNN over the "
@@ -200,6 +254,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
             groups.setdefault((c.label.split()[0], " ".join(c.label.split()[1:])), []).append(c.name)
     for (method, attack), names in groups.items():
         done = [n for n in names if rows[n]["control"] is not None]
+        if not done:
+            continue
         ms = [rows[n]["metrics"] for n in done]
         cs = [rows[n]["control"] for n in done]
         ex_l = [m["asr_linear"] - c["asr_linear"] for m, c in zip(ms, cs)]
@@ -244,12 +300,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("runs/cpu_threat"))
     parser.add_argument("--only", choices=("ablation", "presets", "sweep", "dift"), action="append")
+    parser.add_argument("--cells", nargs="+", help="run these cells, in this order")
     parser.add_argument("--report", action="store_true", help="write the tables from what has run; run nothing")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that are missing")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     root = args.root.resolve()
-    chosen = [c for c in cells() if args.only is None or c.group in args.only]
+    by_name = {c.name: c for c in cells()}
+    unknown = sorted(set(args.cells or ()) - set(by_name))
+    if unknown:
+        parser.error(f"unknown cell(s) {', '.join(unknown)}; see --dry-run for the names")
+    chosen = ([by_name[n] for n in args.cells] if args.cells else
+              [c for c in cells() if args.only is None or c.group in args.only])
     if not args.report:
         failed = [c.name for c in chosen if not run_cell(c, root, args.dry_run)]
         if failed and not args.dry_run:
