@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dift_plugin.schedule import warmup_cosine
+from dift_plugin.schedule import warmup_cosine_schedule
 from harness.errors import DiftUserError
 
 
@@ -91,7 +91,7 @@ def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, warmup_ste
     to lr/25e4; with Adam it also cycles beta1 between 0.85 and 0.95, with SGD the momentum)."""
     name = cfg.get("schedule", "warmup_cosine")
     if name == "warmup_cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps))
+        return warmup_cosine_schedule(optimizer, warmup_steps, total_steps)
     if name == "one_cycle":  # each of its two phases needs 2 steps or more (torch divides by the phase length)
         total_steps = max(4, total_steps)
         warmup_steps = min(max(2, warmup_steps), total_steps - 2)

@@ -37,6 +37,7 @@ from harness.errors import DiftUserError
 from harness.experiment import evaluate_backbone, prepare_data
 from harness.methods import build_method
 from harness.monitor import AttackMonitor
+from harness.optim import OPTIMIZERS, SCHEDULES
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -77,6 +78,9 @@ def check_config(cfg: DictConfig) -> DIFTConfig | None:
     for key in ("optimizer.batch_size", "trainer.max_epochs"):
         if int(OmegaConf.select(cfg, key)) < 1:
             raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
+    for key, allowed in (("optimizer.name", OPTIMIZERS), ("optimizer.schedule", SCHEDULES)):
+        if OmegaConf.select(cfg, key) not in allowed:
+            raise DiftUserError(f"{key}={OmegaConf.select(cfg, key)} is not known: choose one of {', '.join(allowed)}")
     try:
         dift = dift_config_of(cfg)
         if dift is not None:

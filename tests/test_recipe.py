@@ -15,7 +15,7 @@ from harness.errors import DiftUserError
 from harness.experiment import prepare_data
 from harness.methods import METHODS, build_method
 from harness.optim import build_optimizer, build_schedule
-from harness.pretrain import build_trainer
+from harness.pretrain import build_trainer, run
 from tests.conftest import CONF_DIR, make_cfg
 from tests.recorder import Recorder
 from tests.test_dift_training import FORCED
@@ -56,6 +56,14 @@ def test_adam_and_adamw_decay_weights_only_and_scale_lr_with_the_batch():
         assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
     with pytest.raises(DiftUserError, match="unknown optimizer 'rmsprop': choose one of sgd, lars, adam, adamw"):
         build_optimizer(opt_cfg(name="rmsprop"), [model])
+
+
+def test_an_unknown_optimizer_or_schedule_stops_the_run_before_any_data_is_read(tmp_path):
+    with pytest.raises(DiftUserError, match="optimizer.name=rmsprop is not known: choose one of sgd, lars, adam"):
+        run(make_cfg("optimizer.name=rmsprop", "data.root=/nonexistent"), tmp_path / "a")
+    with pytest.raises(DiftUserError, match="optimizer.schedule=step is not known: choose one of warmup_cosine"):
+        run(make_cfg("optimizer.schedule=step", "data.root=/nonexistent"), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_one_cycle_warms_up_to_the_peak_and_anneals_far_below_it():
