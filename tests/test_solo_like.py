@@ -9,12 +9,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
 from dift_plugin import DIFTConfigError, DIFTMixin
+from dift_plugin.anchors import read_anchors
 from dift_plugin.branches import sync_momentum_branches
+from dift_plugin.make_anchors import main as make_anchors_main
 from dift_plugin.solo import _mean_std, wrap_registry
 from harness.experiment import prepare_data
 from tests import solo_like
@@ -126,3 +129,29 @@ def test_dift_normalises_like_solo_learn_crops():
     assert _mean_std(cfg("cifar10", mean=[0.5] * 3, std=[0.5] * 3)) == cifar  # its table wins, as in solo-learn
     assert _mean_std(cfg("custom", mean=[0.1, 0.2, 0.3], std=[1, 2, 3])) == ((0.1, 0.2, 0.3), (1, 2, 3))
     assert _mean_std(cfg("custom")) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_dift_anchors_indexes_the_trainers_order_also_after_solo_learns_fraction(image_folder, tmp_path):
+    folder, _, _ = image_folder
+    samples = datasets.ImageFolder(folder).samples
+    out = tmp_path / "anchors.csv"
+    make_anchors_main([str(folder), "--out", str(out), "--per-class", "3"])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 30 and {int(r["label"]) for r in rows} == set(range(10))
+    assert all(samples[int(r["index"])] == (r["path"], int(r["label"])) for r in rows)
+    index, labels = read_anchors(out)  # what dift.anchors reads
+    assert len(index) == 30 and np.array_equal(labels, [int(r["label"]) for r in rows])
+
+    # solo-learn's data.fraction keeps a stratified, shuffled subset: indexes are positions in that subset
+    files, _, targets, _ = train_test_split([p for p, _ in samples], [t for _, t in samples], train_size=0.5,
+                                            stratify=[t for _, t in samples], random_state=42)
+    trusted = tmp_path / "trusted.txt"
+    trusted.write_text("\n".join(files[:200]))
+    make_anchors_main([str(folder), "--out", str(out), "--per-class", "2", "--fraction", "0.5",
+                       "--trusted", str(trusted)])
+    rows = list(csv.DictReader(out.open()))
+    assert all(files[int(r["index"])] == r["path"] and targets[int(r["index"])] == int(r["label"]) for r in rows)
+    assert all(int(r["index"]) < 200 for r in rows)  # only trusted files
+    with pytest.raises(SystemExit) as stop:
+        make_anchors_main([str(tmp_path / "missing"), "--out", str(out)])
+    assert stop.value.code == 2
