@@ -64,9 +64,10 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
 
     ``embed`` maps a batch of model inputs to the x_i of Eq. 7 (with gradients); ``batches()`` yields one pass over
     the detected samples, reshuffled on every call: Eq. 7's mean over all pairs is estimated per mini-batch, and
-    new batches each epoch let every pair of detected samples meet. The modules run in eval mode: batch-norm statistics stay those of the whole training set
-    (a batch of near-identical poisoned images would otherwise normalise their common component away) and are not
-    updated from the poisoned samples alone. The modes and ``requires_grad`` flags are restored afterwards.
+    new batches each epoch let every pair of detected samples meet. The modules run in eval mode: batch-norm
+    statistics stay those of the whole training set (a batch of near-identical poisoned images would otherwise
+    normalise their common component away) and are not updated from the poisoned samples alone. The modes and
+    ``requires_grad`` flags are restored afterwards.
 
     Eq. 7 is evaluated on x_i / r_0, r_0 the RMS norm of the detected embeddings before fine-tuning (a constant):
     the same loss in units of the features' own scale, so ``lam`` and ``lr`` mean the same for any backbone
