@@ -25,9 +25,10 @@ class DetectorConfig:
     min_separation: float = 2.0
     patience: int = 2
     tolerance: float = 0.0
+    spreading: str = "graph"
     graph_k: int = 20
     alpha: float = 0.5
-    spread_threshold: float = 0.5
+    spread_threshold: float = 0.6
     spread_max_iter: int = 100
     backend: str = "auto"
 
@@ -90,7 +91,8 @@ class DIFTConfig:
                 f"{max_epochs}): DIFT would never decide; use a value below {max_epochs}")
 
 
-CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw")}
+CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"),
+           "spreading": ("graph", "sklearn")}
 
 
 def parse_dift_config(value: Any) -> DIFTConfig | None:
@@ -166,6 +168,7 @@ def _check_ranges(cfg: Any, where: str) -> None:
     if isinstance(cfg, DetectorConfig):
         need(0 < cfg.candidate_fraction < 1, "candidate_fraction", "in (0, 1)")
         need(0 < cfg.alpha < 1, "alpha", "in (0, 1)")
+        need(0 < cfg.spread_threshold < 1, "spread_threshold", "in (0, 1)")
     if isinstance(cfg, FinetuneConfig):
         need(cfg.epochs >= 0, "epochs", ">= 0 (0 skips fine-tuning: the paper's ablation)")
         need(cfg.lr > 0, "lr", "> 0")

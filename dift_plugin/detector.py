@@ -23,8 +23,9 @@ from dift_plugin.anchors import filter_by_anchors, min_dist
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
-from dift_plugin.spreading import mass_normalized, normalized_graph, rbf_knn_graph, spread
+from dift_plugin.spreading import normalized_graph, rbf_knn_graph, self_consistent_prior, sklearn_spreading, spread
 
+SPREADINGS = ("graph", "sklearn")
 STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "recent_set_" optional (added later)
 
 
@@ -36,16 +37,18 @@ class DIFTDetector:
         candidate_fraction: share of N kept as the densest candidates.
         min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
         patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs.
+        spreading: "graph" (ours) or "sklearn" (the paper's: scikit-learn's dense RBF defaults, argmax).
         graph_k, alpha, spread_threshold: label spreading on the ``graph_k``-NN RBF graph with clamping ``alpha``;
-            a sample is detected when its class-mass-normalised poisoned probability exceeds ``spread_threshold``;
-            at most ``spread_max_iter`` spreading iterations.
+            a sample is detected when its class-mass-normalised poisoned probability exceeds ``spread_threshold``
+            at the poisoned share it implies (``spreading.self_consistent_prior``); at most ``spread_max_iter``
+            spreading iterations.
         backend: kNN search, "auto" | "exact" | "hnsw".
         random_state: seeds the GMM and HNSW.
     """
 
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
                  min_separation: float = _D.min_separation, patience: int = _D.patience,
-                 tolerance: float = _D.tolerance, graph_k: int = _D.graph_k, alpha: float = _D.alpha,
+                 tolerance: float = _D.tolerance, spreading: str = _D.spreading, graph_k: int = _D.graph_k, alpha: float = _D.alpha,
                  spread_threshold: float = _D.spread_threshold, spread_max_iter: int = _D.spread_max_iter,
                  backend: str = _D.backend, random_state: int | None = 0) -> None:
         self.k = k
@@ -53,6 +56,7 @@ class DIFTDetector:
         self.min_separation = min_separation
         self.patience = patience
         self.tolerance = tolerance
+        self.spreading = spreading
         self.graph_k = graph_k
         self.alpha = alpha
         self.spread_threshold = spread_threshold
@@ -90,9 +94,9 @@ class DIFTDetector:
             if len(self.kept_):  # an abstaining filter (kept nothing) leaves the evidence as it was
                 self.recent_set_ = self.stable_set_
         with self._timed("spreading"):
-            self.poisoned_indexes_, self.spread_score_ = self._spread(neighbours, anchors, self.stable_set_)
+            self.poisoned_indexes_, self.spread_score_ = self._spread(x, neighbours, anchors, self.stable_set_)
             self.recent_indexes_ = (self.poisoned_indexes_ if np.array_equal(self.recent_set_, self.stable_set_)
-                                    else self._spread(neighbours, anchors, self.recent_set_)[0])
+                                    else self._spread(x, neighbours, anchors, self.recent_set_)[0])
         self.n_epochs_ = len(self.tracker_.sizes)
         return self
 
@@ -120,17 +124,18 @@ class DIFTDetector:
 
     # -- stages -----------------------------------------------------------------------------------------------
 
-    def _spread(self, neighbours: Neighbours, anchors: np.ndarray, stable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Label spreading from ``stable`` (poisoned) and the anchors (clean); class-mass normalised."""
-        n = len(self.density_)
+    def _spread(self, x: torch.Tensor, neighbours: Neighbours, anchors: np.ndarray,
+                stable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label spreading from ``stable`` (poisoned) and the anchors (clean) -> (detected, poisoned score)."""
         seeds = np.setdiff1d(stable, anchors)
         if len(seeds) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(n)
+            return np.zeros(0, dtype=np.int64), np.zeros(len(x))
+        if self.spreading == "sklearn":
+            detected, score = sklearn_spreading(x.cpu().numpy(), seeds, anchors)
+            return np.setdiff1d(detected, anchors), score
         graph = normalized_graph(rbf_knn_graph(_first(neighbours, self.graph_k)))
         result = spread(graph, seeds, anchors, alpha=self.alpha, max_iter=self.spread_max_iter)
-        score = mass_normalized(result.scores, len(seeds) / n)
-        detected = np.union1d(seeds, np.flatnonzero(score > self.spread_threshold))
-        return np.setdiff1d(detected, anchors), score
+        return self_consistent_prior(result.scores, seeds, anchors, self.spread_threshold)
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -165,6 +170,8 @@ class DIFTDetector:
             raise ValueError(f"anchor indexes must lie in [0, {n}); got range [{anchors.min()}, {anchors.max()}]")
         if len(np.unique(anchors)) != len(anchors):
             raise ValueError("anchor indexes contain duplicates")
+        if self.spreading not in SPREADINGS:
+            raise ValueError(f"spreading must be one of {', '.join(SPREADINGS)}, got {self.spreading!r}")
         if len(np.unique(labels)) < 2:
             raise ValueError(f"need anchors of at least 2 classes, got {len(np.unique(labels))}")
         if getattr(self, "n_samples_", -1) not in (-1, n) and self.tracker_.sizes:

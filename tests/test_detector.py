@@ -7,7 +7,8 @@ from dift_plugin import DIFTDetector, draw_anchors
 from dift_plugin.anchors import min_dist
 from dift_plugin.density import knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
-from dift_plugin.spreading import normalized_graph, rbf_knn_graph, spread
+from dift_plugin import spreading
+from dift_plugin.spreading import normalized_graph, rbf_knn_graph, self_consistent_prior, spread
 
 
 def classes_with_cluster(n=5000, classes=10, dim=32, poison_share=0.01, seed=0):
@@ -20,6 +21,23 @@ def classes_with_cluster(n=5000, classes=10, dim=32, poison_share=0.01, seed=0):
     if len(poisoned):
         x[poisoned] = rng.normal(size=dim) * 3 + 0.1 * rng.normal(size=(len(poisoned), dim))
     return x.astype(np.float32), labels, poisoned
+
+
+def cluster_beside_a_class(n=10_000, n_poison=500, seed=0, m=16, dim=64):
+    """Overlapping classes in a low-dimensional subspace, L2-normalised (like a projector's output), and a tight
+    cluster (the poison) touching class 0: clean points of class 0 are among its neighbours."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((dim, m)))[0]
+    centers = rng.standard_normal((10, m))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    labels = rng.integers(0, 10, n)
+    z = 2.2 * centers[labels] + rng.standard_normal((n, m)) * np.sqrt(rng.uniform(0.3, 1.7, (10, m)))[labels]
+    poisoned = np.sort(rng.choice(n, n_poison, replace=False))
+    u = rng.standard_normal(m)
+    u -= u @ centers[0] * centers[0]
+    z[poisoned] = 2.2 * (centers[0] + 0.6 * u / np.linalg.norm(u)) + 0.25 * rng.standard_normal((n_poison, m))
+    x = z @ basis.T + 0.15 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels, poisoned
 
 
 def anchors_for(labels, poisoned, seed=0):
@@ -83,6 +101,45 @@ def test_sparse_spreading_agrees_with_scikit_learn_dense_rbf():
     f = spread(graph, np.flatnonzero(labels == 1), np.flatnonzero(labels == 0), alpha=0.2, max_iter=30).scores
     sparse = (f[:, 1] > f[:, 0]).astype(int)
     assert np.mean(sparse == dense) >= 0.99
+
+
+@pytest.mark.parametrize("seed_share", [0.1, 0.3])
+def test_spreading_grows_a_small_seed_to_the_whole_cluster(seed_share):
+    """At the prior |S| / N a seed of 10 % of the poisoned cluster stayed near its own size (recall 0.24);
+    at the prior the detected set implies it grows to the cluster."""
+    x, labels, poisoned = cluster_beside_a_class()
+    anchors = anchors_for(labels, poisoned)[0]
+    seeds = np.random.default_rng(0).choice(poisoned, int(seed_share * len(poisoned)), replace=False)
+    f = spread(normalized_graph(rbf_knn_graph(knn_search(x, 20, backend="exact"))), seeds, anchors, alpha=0.5,
+               max_iter=100).scores
+    detected, score = self_consistent_prior(f, seeds, anchors, threshold=0.6)
+    p, r = precision_recall(detected, poisoned)
+    assert p >= 0.85 and r >= 0.9, (p, r, len(detected))
+    assert len(np.intersect1d(detected, anchors)) == 0
+    assert np.all((score[detected] > 0.6) | np.isin(detected, seeds))
+
+
+def test_spreading_leaves_a_benign_seed_at_its_own_size():
+    x, labels, poisoned = cluster_beside_a_class()
+    anchors = anchors_for(labels, poisoned)[0]
+    neighbours = knn_search(x, 30, backend="exact")
+    centre = np.setdiff1d(np.flatnonzero(labels == 3), poisoned)[0]
+    seeds = np.setdiff1d(np.append(neighbours.index[centre], centre), np.concatenate([anchors, poisoned]))
+    f = spread(normalized_graph(rbf_knn_graph(knn_search(x, 20, backend="exact"))), seeds, anchors, alpha=0.5,
+               max_iter=100).scores
+    detected, _ = self_consistent_prior(f, seeds, anchors, threshold=0.6)
+    assert len(seeds) >= 25 and len(detected) <= len(seeds) + 5
+
+
+def test_the_papers_spreading_setting_runs_and_refuses_what_it_cannot_hold(monkeypatch):
+    x, labels, poisoned = classes_with_cluster(n=2000, poison_share=0.02)
+    det = DIFTDetector(spreading="sklearn").fit(x, *anchors_for(labels, poisoned))
+    assert precision_recall(det.poisoned_indexes_, poisoned) == (1.0, 1.0)
+    monkeypatch.setattr(spreading, "SKLEARN_MAX_SAMPLES", 1000)
+    with pytest.raises(ValueError, match="limited to 1000 samples: use spreading='graph'"):
+        DIFTDetector(spreading="sklearn").fit(x, *anchors_for(labels, poisoned))
+    with pytest.raises(ValueError, match="spreading must be one of graph, sklearn"):
+        DIFTDetector(spreading="dense").fit(x, *anchors_for(labels, poisoned))
 
 
 def test_partial_fit_intersects_and_stabilises():
