@@ -13,7 +13,7 @@ from attacks.base import Attack, PoisonedSet
 from attacks.corruptencoder import CorruptEncoder
 from attacks.ctrl import CTRL
 from attacks.sslbackdoor import SSLBackdoor
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
 
 ATTACKS: dict[str, type[Attack]] = {"ctrl": CTRL, "sslbackdoor": SSLBackdoor, "corruptencoder": CorruptEncoder}
 

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.augment import to_float
-from harness.data import ImageSet
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
+from dift_plugin.images import ImageSet, to_float
 
 
 @dataclass

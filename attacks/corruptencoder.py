@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from attacks.patch import PatchAttack, paste
-from harness.augment import to_float
-from harness.data import ImageSet
+from dift_plugin.images import ImageSet, to_float
 
 
 class CorruptEncoder(PatchAttack):

@@ -13,7 +13,7 @@ import torch
 from scipy.fft import dct
 
 from attacks.base import Attack
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
 
 # Analog YUV (BT.601 primaries), no offsets; the inverse is the exact matrix inverse.
 RGB_TO_YUV = torch.tensor([[0.299, 0.587, 0.114],

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from attacks.base import Attack
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
 
 
 def make_pattern(size: int, seed: int = 0, image_path: str | None = None, cells: int | None = None) -> torch.Tensor:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from harness.augment import Normalize, to_float
+from dift_plugin.images import to_float
+from harness.augment import Normalize
 from harness.evaluate import extract_features
 from harness.experiment import load_run, prepare_data
 

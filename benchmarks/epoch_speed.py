@@ -9,13 +9,12 @@ import argparse
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-import lightning.pytorch as pl
-import numpy as np
-
-from harness.data import ImageSet
+from dift_plugin.images import ImageSet
 from harness.datamodule import ContrastiveDataModule
 from harness.methods import build_method
 

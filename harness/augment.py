@@ -11,10 +11,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [0, 1] images -> float32 [0, 1]."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+from dift_plugin.images import to_float
 
 
 class Normalize(nn.Module):

@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
 
 
 class SmallCNN(nn.Module):

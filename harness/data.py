@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +17,12 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
-from harness.errors import DataNotFoundError, DiftUserError
+from dift_plugin.errors import DiftUserError
+from dift_plugin.images import ImageSet
+from harness.errors import DataNotFoundError
 
 TORCHVISION_SETS = {"cifar10": ("CIFAR10", "cifar-10-batches-py"), "cifar100": ("CIFAR100", "cifar-100-python")}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-@dataclass
-class ImageSet:
-    """A split held in memory: images (N, 3, H, W) uint8 (or float in [0, 1] once poisoned)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    source_index: np.ndarray  # position of each sample in the full, unsubsampled split
-    paths: list[str] | None = field(default=None)  # file of each sample, when read from files
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: np.ndarray) -> "ImageSet":
-        """The samples at ``index`` (positions in this set), keeping their source indexes and paths."""
-        index = np.asarray(index, dtype=np.int64)
-        paths = [self.paths[i] for i in index] if self.paths is not None else None
-        return ImageSet(self.images[index], self.labels[index], self.classes, self.source_index[index], paths)
 
 
 class IndexedDataset(Dataset):

@@ -10,8 +10,9 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler
 
+from dift_plugin.images import ImageSet
 from harness.augment import Normalize, TwoViews, batch_seed, build_view_augmentation
-from harness.data import ImageSet, IndexedDataset, keep_batch
+from harness.data import IndexedDataset, keep_batch
 
 
 class ContrastiveDataModule(pl.LightningDataModule):

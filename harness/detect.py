@@ -19,8 +19,8 @@ import numpy as np
 
 from dift_plugin import DIFTDetector, draw_anchors
 from dift_plugin.anchors import read_anchors
+from dift_plugin.errors import DiftUserError
 from dift_plugin.scores import detection_scores
-from harness.errors import DiftUserError
 
 
 def from_run(run_dir: Path, space: str, per_class: int, seed: int):  # noqa: ANN201

@@ -1,8 +1,6 @@
-"""User-facing errors: raised early with a message that says what to do."""
+"""The harness's own user-facing error (the base type, ``DiftUserError``, lives in ``dift_plugin.errors``)."""
 
-
-class DiftUserError(ValueError):
-    """A bad configuration or missing input that the user can fix; printed without a traceback."""
+from dift_plugin.errors import DiftUserError
 
 
 class DataNotFoundError(DiftUserError, FileNotFoundError):

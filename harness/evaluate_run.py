@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 
 import attacks
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
 from harness.experiment import evaluate_backbone, load_run, prepare_data
 
 

@@ -12,9 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import attacks
 from attacks.base import Attack
-from harness.augment import Normalize, to_float
-from harness.data import ImageSet, load_split
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
+from dift_plugin.images import ImageSet, to_float
+from harness.augment import Normalize
+from harness.data import load_split
 from harness.evaluate import evaluate_encoder
 from harness.methods import BaseMethod, build_method
 

@@ -9,8 +9,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dift_plugin.errors import DiftUserError
 from dift_plugin.schedule import warmup_cosine_schedule
-from harness.errors import DiftUserError
 
 
 class LARS(torch.optim.Optimizer):

@@ -26,14 +26,15 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import attacks
-from harness.augment import Normalize
 from dift_plugin.config import DIFTConfig, DIFTConfigError
+from dift_plugin.errors import DiftUserError
+from dift_plugin.images import ImageSet
 from dift_plugin.mixin import dift_config_of
+from harness.augment import Normalize
 from harness.callbacks import AtomicCheckpointIO, EpochStats
+from harness.data import pin_data_root
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
-from harness.data import ImageSet, pin_data_root
-from harness.errors import DiftUserError
 from harness.experiment import evaluate_backbone, prepare_data
 from harness.methods import build_method
 from harness.monitor import AttackMonitor

@@ -5,8 +5,8 @@ import torch
 import attacks
 from attacks.ctrl import block_dct, rgb_to_yuv, yuv_to_rgb
 from attacks.patch import random_positions
-from harness.data import ImageSet
-from harness.errors import DiftUserError
+from dift_plugin.errors import DiftUserError
+from dift_plugin.images import ImageSet
 
 
 def image_set(n=200, classes=4, size=32, seed=0):

@@ -1,6 +1,7 @@
 import torch
 
-from harness.augment import Normalize, TwoViews, batch_seed, build_view_augmentation, to_float
+from dift_plugin.images import to_float
+from harness.augment import Normalize, TwoViews, batch_seed, build_view_augmentation
 from tests.conftest import make_cfg
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from dift_plugin.errors import DiftUserError
 from harness.data import IndexedDataset, load_split, pin_data_root, stratified_subset
-from harness.errors import DataNotFoundError, DiftUserError
+from harness.errors import DataNotFoundError
 from tests.conftest import make_cfg
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from dift_plugin.errors import DiftUserError
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
-from harness.errors import DiftUserError
 from harness.experiment import prepare_data
 from harness.methods import build_method
 from harness.pretrain import build_trainer, run

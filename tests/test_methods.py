@@ -4,10 +4,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from dift_plugin.errors import DiftUserError
 from harness.callbacks import EpochStats
 from harness.data import load_split
 from harness.datamodule import ContrastiveDataModule
-from harness.errors import DiftUserError
 from harness.methods import METHODS, BaseMomentumMethod, build_method
 from tests.conftest import make_cfg
 

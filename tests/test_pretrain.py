@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from dift_plugin.errors import DiftUserError
 from harness.detect import main as detect_main
-from harness.errors import DiftUserError
 from harness.evaluate_run import main as evaluate_run_main
 from harness.plot_curves import plot as plot_curves
 from harness.pretrain import run

@@ -8,10 +8,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from dift_plugin.errors import DiftUserError
 from harness.backbones import SmallCNN
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
-from harness.errors import DiftUserError
 from harness.experiment import prepare_data
 from harness.methods import METHODS, build_method
 from harness.optim import build_optimizer, build_schedule

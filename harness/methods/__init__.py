@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from dift_plugin.errors import DiftUserError
 from dift_plugin.mixin import dift_config_of, with_dift
-from harness.errors import DiftUserError
 from harness.methods.base import BaseMethod, BaseMomentumMethod
 from harness.methods.byol import BYOL
 from harness.methods.moco import MoCoV2

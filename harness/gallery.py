@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
 import attacks  # noqa: E402
-from harness.augment import to_float  # noqa: E402
+from dift_plugin.images import to_float  # noqa: E402
 from harness.data import load_split  # noqa: E402
 
 
