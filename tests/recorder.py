@@ -18,9 +18,12 @@ class Recorder(pl.Callback):
         self.crops: dict[int, list[int | None]] = {}
         self.lrs: dict[int, list[float]] = {}
         self.epoch_start: dict[int, dict] = {}
+        self.schedulers: dict[int, int] = {}  # id of the LR scheduler object at each epoch's start
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         start = {"lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        if trainer.lr_scheduler_configs:
+            self.schedulers[trainer.current_epoch] = id(trainer.lr_scheduler_configs[0].scheduler)
         if hasattr(pl_module, "momentum_backbone"):
             start["synced"] = all(torch.equal(a, b) for a, b in zip(pl_module.backbone.state_dict().values(),
                                                                    pl_module.momentum_backbone.state_dict().values()))

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from dift_plugin import detector as detector_module
+from dift_plugin.anchors import AnchorFilterResult
 from dift_plugin.errors import DiftUserError
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
@@ -24,19 +26,23 @@ from tests.test_pretrain import cli, kill_and_resume
 FORCED = ("defense=dift", "dift.stop_epoch=2", "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
 
 
-@pytest.fixture(scope="module")
-def moco_with_dift(tmp_path_factory, data_root):
-    cfg = make_cfg(*FORCED, "method=moco", "method.queue_size=192", "trainer.max_epochs=5",
-                   "dift.restart_warmup_epochs=0")
+def fit(cfg, run_dir):
+    """Train ``cfg`` with DIFT in this process; returns the model, a Recorder of what training saw, the data."""
     pl.seed_everything(int(cfg.seed), verbose=False)
     data = prepare_data(cfg)
     model = build_method(cfg)
     model.dift_data = dift_data(cfg, model.dift_cfg, data)
     dm = ContrastiveDataModule(data.ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed))
     recorder = Recorder()
-    trainer = build_trainer(cfg, tmp_path_factory.mktemp("moco_dift"), [recorder])
-    trainer.fit(model, datamodule=dm)
+    build_trainer(cfg, run_dir, [recorder]).fit(model, datamodule=dm)
     return model, recorder, data
+
+
+@pytest.fixture(scope="module")
+def moco_with_dift(tmp_path_factory, data_root):
+    cfg = make_cfg(*FORCED, "method=moco", "method.queue_size=192", "trainer.max_epochs=5",
+                   "dift.restart_warmup_epochs=0")
+    return fit(cfg, tmp_path_factory.mktemp("moco_dift"))
 
 
 def test_detected_samples_are_never_trained_on_after_filtering(moco_with_dift):
@@ -92,6 +98,31 @@ def test_history_has_set_sizes_scores_and_timings(moco_with_dift):
     assert summary["finetune"]["distance_after"] > summary["finetune"]["distance_before"]
 
 
+def test_a_stable_set_decides_before_stop_epoch_and_the_run_can_keep_its_schedule_and_skip_fine_tuning(
+        tmp_path, data_root):
+    cfg = make_cfg(*FORCED, "trainer.max_epochs=5", "dift.stop_epoch=3", "dift.detector.patience=1",
+                   "dift.detector.tolerance=1.0", "dift.restart_lr=false", "dift.finetune.epochs=0")
+    model, rec, _ = fit(cfg, tmp_path)
+    state = model.dift_state
+    assert state.phase == "filtered" and state.decided_epoch == 1 and [r["epoch"] for r in state.history] == [0, 1]
+    assert state.history[-1]["is_stable"] == 1 and len(state.detected) > 0
+    assert state.finetune is None and not any(k.startswith("finetune_") for k in state.history[-1])
+    assert state.restart is None and rec.schedulers[2] == rec.schedulers[0]  # the run's own schedule, continued
+    assert not set(state.detected) & set(rec.indexes[2] + rec.indexes[3] + rec.indexes[4])
+
+
+def test_nothing_detected_leaves_training_as_it_was(tmp_path, data_root, monkeypatch):
+    """The clean phase: no fine-tuning, no restart, no filtering (here the anchor filter never keeps anything)."""
+    monkeypatch.setattr(detector_module, "filter_by_anchors",
+                        lambda *a, **k: AnchorFilterResult(np.zeros(0, dtype=np.int64), "kept nothing (test)"))
+    model, rec, data = fit(make_cfg(*FORCED, "trainer.max_epochs=4"), tmp_path)
+    state = model.dift_state
+    assert state.phase == "clean" and state.decided_epoch == 2 and state.detected == []
+    assert state.finetune is None and state.restart is None and "finetuning" not in state.timings
+    assert rec.schedulers[3] == rec.schedulers[0]
+    assert sorted(rec.indexes[3]) == list(range(len(data.ssl_train)))  # every sample still trained on
+
+
 def test_harness_run_writes_dift_results(tmp_path, data_root):
     metrics = run(make_cfg(*FORCED, "trainer.max_epochs=4"), tmp_path)
     assert metrics["defense"] == "dift" and metrics["dift"]["phase"] == "filtered"
@@ -134,6 +165,20 @@ def test_killed_run_resumes_to_the_same_detected_set(tmp_path, data_root):
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time_", "finetune_seconds"))} for r in rows]  # noqa: E731
     assert strip(b["dift"]["history"]) == strip(a["dift"]["history"])
     assert b["acc_linear"] == pytest.approx(a["acc_linear"], abs=1e-6)
+
+
+def test_a_run_killed_after_filtering_resumes_filtered(tmp_path, data_root):
+    extra = (*FORCED, "trainer.max_epochs=4", "dift.stop_epoch=0")  # decides after epoch 0, before any checkpoint
+    subprocess.run(cli(tmp_path / "straight", *extra), check=True, cwd=tmp_path, capture_output=True)
+    killed = tmp_path / "killed"
+    kill_and_resume(killed, extra, tmp_path)
+
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert a["dift"]["phase"] == "filtered" and a["dift"]["decided_epoch"] == 0 and a["dift"]["detected"] > 0
+    assert b["resumed"] and b["dift"]["decided_epoch"] == 0 and len(b["dift"]["history"]) == 1
+    assert (killed / "dift_detected.csv").read_text() == (tmp_path / "straight" / "dift_detected.csv").read_text()
+    assert b["acc_linear"] == pytest.approx(a["acc_linear"], abs=1e-6)  # filtered and restarted as before the kill
 
 
 def test_ddp_ranks_share_one_detected_set(tmp_path, data_root):

@@ -94,12 +94,12 @@ def test_attacked_run_reports_asr_and_density_of_the_poisoned(attacked_run, data
     run_dir, metrics = attacked_run
     poisoned = np.load(run_dir / "poisoned_indexes.npy")
     assert metrics["poisoned_samples"] == len(poisoned) == 25  # 5 % of 512
-    for key in ("asr_linear", "asr_knn", "asr_linear_all", "asr_knn_all"):
-        assert 0.0 <= metrics[key] <= 100.0
+    assert {"asr_linear", "asr_knn", "asr_linear_all", "asr_knn_all"} <= set(metrics)
     rows = metrics["curve"]
     assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["asr_knn"] == metrics["asr_knn"]
-    for space in ("backbone", "projector"):
-        assert 0 <= rows[-1][f"{space}_median_rank_pct"] <= 100 and 0 <= rows[-1][f"{space}_top_share"] <= 1
+    for space in ("backbone", "projector"):  # the share of the 25 poisoned among the 25 densest: a count / 25
+        assert rows[-1][f"{space}_top_share"] * 25 == pytest.approx(round(rows[-1][f"{space}_top_share"] * 25))
+        assert f"{space}_median_rank_pct" in rows[-1]
     plot_curves([run_dir], run_dir / "curves.png")
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
