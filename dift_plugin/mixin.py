@@ -202,8 +202,9 @@ class DIFTMixin:
         n, world, rank = len(self.dift_data.dataset), self.trainer.world_size, self.trainer.global_rank
         mine = np.arange(rank, n, world)
         per_rank = -(-n // world)
-        with eval_mode([self.backbone, self.projector]):
-            x = torch.cat([self.dift_features(b, self.dift_cfg.space).float()
+        with eval_mode([self.backbone, self.projector]):  # channels-last: the same numbers, faster convolutions
+            x = torch.cat([self.dift_features(b.contiguous(memory_format=torch.channels_last) if b.ndim == 4 else b,
+                                              self.dift_cfg.space).float()
                            for b in self._dift_batches(mine, self.dift_cfg.embed_batch_size)])
         if world == 1:
             return x.cpu()

@@ -149,7 +149,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                 k=int(cfg.monitor.density_k), every_n_epochs=int(cfg.monitor.every))
         callbacks.append(monitor)
     trainer = build_trainer(cfg, run_dir, callbacks)
+    fit_started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    fit_time = time.perf_counter() - fit_started
     if trainer.interrupted:
         print(f"interrupted: start the same command with hydra.run.dir={run_dir} to resume", file=sys.stderr)
         return {}
@@ -170,6 +172,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "poisoned_samples": len(poisoned_indexes),
         "train_samples": len(train), "test_samples": len(test), "epochs_trained": len(epochs),
         "s_per_epoch": round(train_time / max(1, len(epochs)), 3), "train_time_s": round(train_time, 1),
+        "fit_time_s": round(fit_time, 1),
         "session_time_s": round(time.perf_counter() - started, 1), "resumed": resume_from is not None,
         "epochs": epochs, "versions": package_versions(),
     })

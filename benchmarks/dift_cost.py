@@ -1,0 +1,76 @@
+"""What DIFT costs: a defended run's wall time against the same run undefended, back to back on one machine.
+
+    python benchmarks/dift_cost.py --root runs/dift_cost                  # SimCLR, CPU preset, seed 0
+    python benchmarks/dift_cost.py --root runs/dift_cost --method moco -- dift.detector.backend=hnsw
+
+Runs ``preset=cpu attack=sslbackdoor`` (plus any overrides after ``--``) without and with ``defense=dift``, one
+after the other, each in a fresh directory (timings of resumed runs are not comparable), and reports
+``fit_time_s`` (all of ``trainer.fit``: training, DIFT's phases, the monitor's evaluations, checkpoints) of both,
+their ratio, and DIFT's seconds per phase. The monitor evaluates only the last epoch, the same work in both
+runs. Run it on an otherwise idle machine: with 2 cores a second job makes both runs several times slower.
+Writes ``--out`` .md and .json (appending one row per invocation, so before/after a change sit side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).with_name("dift_cost_results")
+
+
+def train(run_dir: Path, overrides: list[str]) -> dict:
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "harness.pretrain", *overrides, "trainer.enable_progress_bar=false",
+           "monitor.every=1000", f"hydra.run.dir={run_dir}"]
+    print("running: " + " ".join(cmd[2:]), flush=True)
+    with (run_dir / "pretrain.log").open("w") as log:
+        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=Path, required=True, help="where the two run directories go")
+    p.add_argument("--method", default="simclr", choices=["simclr", "moco", "byol"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", default="", help="what this row measures (e.g. the change being tried)")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("overrides", nargs="*", help="further dift-pretrain overrides (after --)")
+    args = p.parse_args()
+    base = ["preset=cpu", f"method={args.method}", f"seed={args.seed}", "attack=sslbackdoor", *args.overrides]
+    tag = f"{args.method}_s{args.seed}"
+    plain = train(args.root / f"{tag}_none", base)
+    defended = train(args.root / f"{tag}_dift", [*base, "defense=dift"])
+    row = {"date": time.strftime("%Y-%m-%d"), "label": args.label, "method": args.method, "seed": args.seed,
+           "overrides": args.overrides, "undefended_fit_s": plain["fit_time_s"], "dift_fit_s": defended["fit_time_s"],
+           "ratio": round(defended["fit_time_s"] / plain["fit_time_s"], 3),
+           "dift_phases_s": defended["dift"]["time_s"], "decided_epoch": defended["dift"]["decided_epoch"],
+           "epochs": defended["epochs_trained"], "detected": defended["dift"]["detected"],
+           "precision": defended["dift"].get("precision"), "recall": defended["dift"].get("recall")}
+    rows = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").exists() else []
+    rows.append(row)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = [f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; `python benchmarks/dift_cost.py` "
+             "(both runs back to back, fresh directories, idle machine).", "",
+             "| date | change | method | undefended s | DIFT s | ratio | DIFT phases s | decided at epoch | "
+             "detected (precision / recall) |", "|---" * 9 + "|"]
+    for r in rows:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["dift_phases_s"].items())
+        lines.append(f"| {r['date']} | {r['label'] or ' '.join(r['overrides']) or 'defaults'} | {r['method']} | "
+                     f"{r['undefended_fit_s']:.0f} | {r['dift_fit_s']:.0f} | {r['ratio']:.3f} | {phases} | "
+                     f"{r['decided_epoch']} of {r['epochs']} | {r['detected']} ({r['precision']} / {r['recall']}) |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
