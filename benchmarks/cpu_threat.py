@@ -90,6 +90,9 @@ def cells() -> list[Cell]:
         out.append(Cell("dift", f"{method}_ssl_dift_s0", f"{method} SSL-Backdoor + DIFT",
                         ("preset=cpu", f"method={method}", "seed=0", "attack=sslbackdoor", "defense=dift"),
                         control=f"{method}_clean_s0"))
+        out.append(Cell("dift", f"{method}_clean_dift_s0", f"{method} no poison + DIFT",
+                        ("preset=cpu", f"method={method}", "seed=0", "attack=sslbackdoor", "attack.rate=0",
+                         "defense=dift"), control=f"{method}_clean_s0"))
     for seed in SEEDS:
         out.append(Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder",
                         ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
@@ -296,7 +299,9 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
               "| method | defense | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | DIFT decided "
               "at epoch | detected | precision / recall | FPR |", "|---|---|---|---|---|---|---|---|---|"]
     for method in METHODS:
-        for name, defense in ((f"{method}_ssl_s0", "none"), (f"{method}_ssl_dift_s0", "DIFT")):
+        for name, defense in ((f"{method}_ssl_s0", "none"), (f"{method}_ssl_dift_s0", "DIFT"),
+                              (f"{method}_clean_s0", "none, no poison"),
+                              (f"{method}_clean_dift_s0", "DIFT, no poison")):
             if name not in rows:
                 continue
             m, ctl = rows[name]["metrics"], rows[name]["control"]
