@@ -6,11 +6,13 @@ Batches reach ``training_step`` in solo-learn's format ``(indexes, [view1, view2
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dift_plugin.images import ImageSet
+from dift_plugin.sampling import ExcludingSampler
 from harness.augment import Normalize, TwoViews, batch_seed, build_view_augmentation
 from harness.data import IndexedDataset, keep_batch
 
@@ -19,9 +21,10 @@ class ContrastiveDataModule(pl.LightningDataModule):
     """Serves ``train`` (an :class:`ImageSet`) for SSL pretraining; labels ride along but are not used for training."""
 
     def __init__(self, train: ImageSet, data_cfg: DictConfig, augment_cfg: DictConfig, batch_size: int, seed: int,
-                 data_on_device: bool = False, channels_last: bool = False) -> None:
+                 data_on_device: bool = False, channels_last: bool = False, exclude: np.ndarray | None = None) -> None:
         super().__init__()
         self.train = train
+        self.exclude = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
         self.data_on_device = data_on_device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_size = batch_size
@@ -38,13 +41,15 @@ class ContrastiveDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         dataset = IndexedDataset(self.train)
-        if len(dataset) < self.batch_size * world:
+        if len(dataset) - len(self.exclude) < self.batch_size * world:
             raise ValueError(
-                f"the training set has {len(dataset)} samples, fewer than one batch ({self.batch_size} x {world} "
-                f"devices): lower optimizer.batch_size or use more data"
+                f"the training set has {len(dataset) - len(self.exclude)} samples to train on, fewer than one batch "
+                f"({self.batch_size} x {world} devices): lower optimizer.batch_size or use more data"
             )
         # The sampler's permutation depends only on (seed, epoch): a resumed run shuffles like an uninterrupted one.
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        if len(self.exclude):  # positions stay those of the whole set (the monitor, DIFT and the CSVs use them)
+            sampler = ExcludingSampler(sampler, self.exclude, len(dataset))
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, num_workers=0,
                           collate_fn=keep_batch)
 

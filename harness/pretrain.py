@@ -40,6 +40,8 @@ from harness.methods import build_method
 from harness.monitor import AttackMonitor
 from harness.optim import OPTIMIZERS, SCHEDULES
 
+POST_TRAINING = ("clp", "b1", "b2")  # defenses of a finished run (harness.defend), not of a training
+
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "kornia", "scikit-learn", "numpy", "dift")
@@ -73,9 +75,26 @@ def write_detected(path: Path, detected: list[int], train: ImageSet) -> None:
     os.replace(tmp, path)
 
 
+def read_excluded(path: str | None, n: int) -> np.ndarray | None:
+    """The ``index`` column of the CSV ``train_exclude`` (training-set positions never trained on)."""
+    if path is None:
+        return None
+    try:
+        with open(path, newline="") as f:
+            index = np.array([int(row["index"]) for row in csv.DictReader(f)], dtype=np.int64)
+    except (OSError, KeyError, ValueError) as e:
+        raise DiftUserError(f"train_exclude={path}: need a readable CSV with an integer `index` column ({e})") from e
+    if len(index) and (index.min() < 0 or index.max() >= n):
+        raise DiftUserError(f"train_exclude={path}: indexes must lie in [0, {n}), the training set's positions")
+    return index
+
+
 def check_config(cfg: DictConfig) -> DIFTConfig | None:
     """Fail before any data is read on values that would only break deep inside training; returns DIFT's config
     (None without DIFT)."""
+    if cfg.defense.name in POST_TRAINING:
+        raise DiftUserError(f"defense={cfg.defense.name} defends a finished run: train without a defense, then "
+                            f"`dift-defend RUN_DIR defense={cfg.defense.name}`")
     for key in ("optimizer.batch_size", "trainer.max_epochs"):
         if int(OmegaConf.select(cfg, key)) < 1:
             raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
@@ -140,7 +159,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         model = model.to(memory_format=torch.channels_last)
     datamodule = ContrastiveDataModule(ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed),
                                        data_on_device=bool(cfg.speed.data_on_device),
-                                       channels_last=bool(cfg.speed.channels_last))
+                                       channels_last=bool(cfg.speed.channels_last),
+                                       exclude=read_excluded(cfg.get("train_exclude"), len(ssl_train)))
     stats = EpochStats()
     callbacks: list[pl.Callback] = [stats]
     if attack is not None:
