@@ -1,0 +1,70 @@
+"""Detection alone (the paper's TPR / FPR comparison): DBSCAN, OPTICS (B1's filters, their defaults) and DIFT's
+detector (one round, its defaults) on the same embeddings of the same finished runs.
+
+    python benchmarks/detection_compare.py RUN_DIR [RUN_DIR ...] [--space projector|backbone]
+
+Per run: the training set embedded by the run's final encoder in ``--space`` (default the L2-normalised projector
+output, DIFT's and B1's default), DIFT's anchors drawn as in training (10 per class from the clean pool, seed 0).
+Each cell: TPR (recall) / FPR, flagged count, seconds. Writes ``--out`` .md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from baselines.density_filter import density_filter
+from dift_plugin import DIFTDetector
+from dift_plugin.scores import detection_scores
+from harness.detect import from_run
+
+OUT = Path(__file__).with_name("detection_compare_results")
+
+
+def measure(run_dir: Path, space: str) -> dict:
+    x, _, (anchors, labels), truth = from_run(run_dir, space, 10, 0)
+    truth = truth if truth is not None else np.zeros(0, np.int64)
+    row: dict = {"run": run_dir.name, "space": space, "samples": len(x), "poisoned": len(truth)}
+    for name in ("dbscan", "optics", "dift"):
+        start = time.perf_counter()
+        if name == "dift":
+            flagged = DIFTDetector().fit(x, anchors, labels).poisoned_indexes_
+        else:
+            flagged = density_filter(x, name).flagged
+        seconds = time.perf_counter() - start
+        row[name] = {**detection_scores(flagged, truth, len(x)), "flagged": len(flagged), "seconds": round(seconds, 2)}
+    print(row, flush=True)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run (poisoned of N) | space | DBSCAN TPR / FPR, flagged, s | OPTICS TPR / FPR, flagged, s | "
+             "DIFT TPR / FPR, flagged, s |", "|---|---|---|---|---|"]
+    for r in rows:
+        cells = [f"{r[m]['recall']:.3f} / {r[m]['fpr']:.4f}, {r[m]['flagged']}, {r[m]['seconds']:.1f}"
+                 for m in ("dbscan", "optics", "dift")]
+        lines.append(f"| {r['run']} ({r['poisoned']} of {r['samples']}) | {r['space']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--space", choices=["projector", "backbone"], action="append")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args()
+    rows = [measure(run, space) for run in args.runs for space in (args.space or ["projector"])]
+    md = (f"Machine: {platform.machine()}, 2 cores; command: `python benchmarks/detection_compare.py "
+          f"{' '.join(str(r) for r in args.runs)}`.\n\n{table(rows)}\n")
+    args.out.with_suffix(".md").write_text(md)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
