@@ -11,8 +11,6 @@ Each cell: TPR (recall) / FPR, flagged count, seconds. Writes ``--out`` .md and 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from baselines.density_filter import density_filter
 from dift_plugin import DIFTDetector
 from dift_plugin.scores import detection_scores
 from harness.detect import from_run
+from results import write_results
 
 OUT = Path(__file__).with_name("detection_compare_results")
 
@@ -59,11 +58,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     rows = [measure(run, space) for run in args.runs for space in (args.space or ["projector"])]
-    md = (f"Machine: {platform.machine()}, 2 cores; command: `python benchmarks/detection_compare.py "
-          f"{' '.join(str(r) for r in args.runs)}`.\n\n{table(rows)}\n")
-    args.out.with_suffix(".md").write_text(md)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(md)
+    print(write_results(args.out, table(rows), rows))
 
 
 if __name__ == "__main__":

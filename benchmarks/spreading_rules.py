@@ -20,8 +20,6 @@ Each cell: precision / recall / flagged count. Writes ``--out`` .md and .json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from dift_plugin.scores import detection_scores
 from dift_plugin.spreading import (mass_normalized, normalized_graph, rbf_knn_graph, self_consistent_prior,
                                    sklearn_spreading, spread)
 from harness.detect import from_run
+from results import write_results
 
 OUT = Path(__file__).with_name("spreading_rules_results")
 SEED_SHARES = (0.1, 0.2, 0.3)
@@ -93,11 +92,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     rows = [r for run in args.runs for r in measure(run)]
-    md = (f"Machine: {platform.machine()}; command: `python benchmarks/spreading_rules.py "
-          f"{' '.join(str(r) for r in args.runs)}`. Cells: precision / recall / flagged.\n\n{table(rows)}\n")
-    args.out.with_suffix(".md").write_text(md)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(md)
+    print(write_results(args.out, table(rows), rows, "Cells: precision / recall / flagged."))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""Shared by the benchmark scripts: a results table written as Markdown (with the command that made it) + JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+
+def write_results(out: Path, table: str, rows: list[dict], note: str = "") -> str:
+    """``out``.md (machine, command, ``note``, ``table``) and ``out``.json (``rows``); returns the Markdown."""
+    command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    md = f"Machine: {platform.machine()}, 2 cores; command: `{command}`. {note}\n\n{table}\n"
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    return md
