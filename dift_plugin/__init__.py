@@ -7,7 +7,8 @@ The detection core is framework-free (numpy/torch in, sample indexes out): :clas
 from dift_plugin.anchors import draw_anchors
 from dift_plugin.config import DIFTConfig, DIFTConfigError, parse_dift_config
 from dift_plugin.detector import DIFTDetector
-from dift_plugin.mixin import DIFTData, DIFTMixin, with_dift
+from dift_plugin.embedding import DIFTData
+from dift_plugin.mixin import DIFTMixin, with_dift
 
 __all__ = ["DIFTConfig", "DIFTConfigError", "DIFTData", "DIFTDetector", "DIFTMixin", "draw_anchors",
            "parse_dift_config", "with_dift"]

@@ -1,9 +1,9 @@
 """``DIFTMixin`` / ``with_dift``: DIFT inside the training of a solo-learn-style Lightning method.
 
-Thin glue over the framework-free parts: after each epoch it embeds the training set (un-augmented, eval mode,
-gathered across ranks), feeds :class:`DIFTDetector`; once the detected set is final it fine-tunes the online
-encoder (:func:`finetune`, Eq. 7), syncs the momentum branch, restarts the LR schedule over the remaining epochs
-and makes the trainer skip the detected samples from then on. Its state travels in Lightning checkpoints.
+Thin glue over the parts: after each epoch it embeds the training set (:mod:`dift_plugin.embedding`), feeds
+:class:`DIFTDetector`; once the detected set is final it fine-tunes the online encoder (:func:`finetune`, Eq. 7),
+syncs the momentum branch, restarts the LR schedule over the remaining epochs and makes the trainer skip the
+detected samples from then on (:mod:`dift_plugin.surgery`). Its state travels in Lightning checkpoints.
 
 The method class is used unchanged; it must have ``cfg`` (with a ``dift`` entry), ``backbone`` and ``projector``,
 optionally ``momentum_pairs`` and a MoCo queue. The data DIFT embeds is given as :class:`DIFTData`.
@@ -20,40 +20,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from dift_plugin.branches import sync_momentum_branches
 from dift_plugin.config import DIFTConfig, DIFTConfigError, parse_dift_config
 from dift_plugin.detector import DIFTDetector
+from dift_plugin.embedding import DIFTData, embed_training_set
 from dift_plugin.finetune import eval_mode, finetune
-from dift_plugin.sampling import ExcludingSampler
-from dift_plugin.schedule import reset_optimizer_state, restarted_schedule
+from dift_plugin.schedule import reset_optimizer_state
 from dift_plugin.scores import density_rank_stats, detection_scores
+from dift_plugin.surgery import (
+    broadcast_weights,
+    check_ranks_agree,
+    exclude_from_loader,
+    install_restarted_schedule,
+    steps_per_epoch,
+)
 
 PHASES = ("detecting", "filtered", "clean")  # filtered: fine-tuned and training without the detected set
-
-
-@dataclass
-class DIFTData:
-    """What DIFT embeds: ``dataset[i]`` is training sample i (its image, or a tuple whose first item is the image),
-    un-augmented; ``prepare`` turns a batch on the model's device into model input (e.g. uint8 -> normalised).
-    ``anchor_*``: the trusted clean samples (positions and labels). ``poisoned_indexes``: ground truth, only for
-    logging precision/recall in experiments — never used to decide anything."""
-
-    dataset: Dataset
-    anchor_indexes: np.ndarray
-    anchor_labels: np.ndarray
-    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
-    poisoned_indexes: np.ndarray | None = None
-    collate_fn: Callable | None = None
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        n, anchors = len(self.dataset), np.asarray(self.anchor_indexes)
-        if len(anchors) == 0 or anchors.min() < 0 or anchors.max() >= n:
-            raise DIFTConfigError(f"DIFT anchors must be positions in [0, {n}) of the training set")
 
 
 @dataclass
@@ -99,7 +83,8 @@ class DIFTMixin:
             self._dift_exclude(np.asarray(self.dift_state.detected, dtype=np.int64))
             if self.dift_state.restart is not None:
                 r = self.dift_state.restart
-                self._dift_install_schedule(r["warmup"], r["total"], self.trainer.global_step - r["step"])
+                install_restarted_schedule(self.trainer, r["warmup"], r["total"], self.trainer.global_step - r["step"],
+                                           build=getattr(self, "build_lr_schedule", None))
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -142,8 +127,10 @@ class DIFTMixin:
     def _dift_detect(self, epoch: int) -> dict[str, Any]:
         """Embed the training set and run one ``partial_fit`` on rank 0; every rank gets rank 0's result."""
         data, det = self.dift_data, self.dift_detector
-        with self._dift_timed("embedding"):
-            x = self._dift_embed_all()
+        with self._dift_timed("embedding"), eval_mode([self.backbone, self.projector]):
+            x = embed_training_set(lambda b: self.dift_features(b, self.dift_cfg.space), data,
+                                   self.dift_cfg.embed_batch_size, self.device, self.trainer.world_size,
+                                   self.trainer.global_rank, self.all_gather)
         result = None
         if self.trainer.global_rank == 0:
             det.partial_fit(x, data.anchor_indexes, data.anchor_labels)
@@ -160,7 +147,7 @@ class DIFTMixin:
         """The detected set is final: fine-tune (Eq. 7), sync branches, restart the LR, filter the training set.
         It is the spreading of the stable set of the last epoch whose filter did not abstain."""
         detected = np.asarray(self.dift_detector.recent_indexes_, dtype=np.int64)
-        self._dift_check_ranks_agree(detected)
+        check_ranks_agree(detected, self.trainer.world_size, self.device, self.all_gather)
         self.dift_state.detected, self.dift_state.decided_epoch = detected.tolist(), epoch
         if len(detected) == 0:
             self.dift_state.phase = "clean"
@@ -171,9 +158,9 @@ class DIFTMixin:
                 modules = [self.backbone] + ([self.projector] if ft.space == "projector" else [])
                 order = torch.Generator().manual_seed(self.dift_cfg.seed)  # advances: new batches every epoch
                 result = finetune(lambda x: self.dift_features(x, ft.space), modules,
-                                  lambda: self._dift_batches(detected, ft.batch_size, order), ft)
+                                  lambda: self.dift_data.batches(detected, ft.batch_size, self.device, order), ft)
                 self.dift_state.finetune = dataclasses.asdict(result)
-            self._dift_broadcast_weights()
+            broadcast_weights(self)
             sync_momentum_branches(self, seed=self.dift_cfg.seed)
         with self._dift_timed("restart"):
             self._dift_exclude(detected)
@@ -182,11 +169,12 @@ class DIFTMixin:
                 for optimizer in self.trainer.optimizers:
                     reset_optimizer_state(optimizer)
             if self.dift_cfg.restart_lr and remaining > 0 and self.trainer.lr_scheduler_configs:
-                per_epoch = self._dift_steps_per_epoch()
+                per_epoch = steps_per_epoch(self.trainer)
                 warmup = int(round(self._dift_warmup_epochs() * per_epoch))
                 self.dift_state.restart = {"step": int(self.trainer.global_step), "warmup": warmup,
                                            "total": remaining * per_epoch}
-                self._dift_install_schedule(warmup, remaining * per_epoch, 0)
+                install_restarted_schedule(self.trainer, warmup, remaining * per_epoch, 0,
+                                           build=getattr(self, "build_lr_schedule", None))
         self.dift_state.phase = "filtered"
         out: dict[str, Any] = {"decided": 1}
         if self.dift_state.finetune:
@@ -194,38 +182,6 @@ class DIFTMixin:
         return out
 
     # -- helpers ----------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _dift_embed_all(self) -> torch.Tensor:
-        """(N, d) embeddings of the whole training set on CPU, identical on every rank: each rank embeds every
-        world-th sample (eval mode, no augmentation) and the shards are all-gathered."""
-        n, world, rank = len(self.dift_data.dataset), self.trainer.world_size, self.trainer.global_rank
-        mine = np.arange(rank, n, world)
-        per_rank = -(-n // world)
-        with eval_mode([self.backbone, self.projector]):  # channels-last: the same numbers, faster convolutions
-            x = torch.cat([self.dift_features(b.contiguous(memory_format=torch.channels_last) if b.ndim == 4 else b,
-                                              self.dift_cfg.space).float()
-                           for b in self._dift_batches(mine, self.dift_cfg.embed_batch_size)])
-        if world == 1:
-            return x.cpu()
-        padded = torch.cat([x, x[-1:].expand(per_rank - len(x), -1)]) if len(x) < per_rank else x
-        gathered = self.all_gather(padded)  # (world, per_rank, d)
-        out = torch.empty(n, x.shape[1], dtype=x.dtype)
-        for r in range(world):
-            idx = np.arange(r, n, world)
-            out[idx] = gathered[r, : len(idx)].cpu()
-        return out
-
-    def _dift_batches(self, indexes: np.ndarray, batch_size: int,
-                      shuffle: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-        """Model-ready batches of the given training samples; shuffled by the generator ``shuffle`` if given."""
-        data = self.dift_data
-        loader = DataLoader(Subset(data.dataset, indexes.tolist()), batch_size=batch_size, shuffle=shuffle is not None,
-                            generator=shuffle, num_workers=data.num_workers, collate_fn=data.collate_fn)
-        for batch in loader:
-            images = batch if isinstance(batch, torch.Tensor) else batch[0]
-            images = images.to(self.device, non_blocking=True)
-            yield data.prepare(images) if data.prepare is not None else images
 
     def _dift_row(self, epoch: int) -> dict[str, Any]:
         det, truth = self.dift_detector, self.dift_data.poisoned_indexes
@@ -243,24 +199,9 @@ class DIFTMixin:
         return row
 
     def _dift_exclude(self, detected: np.ndarray) -> None:
-        """From now on the training loader never yields ``detected`` (its batch sampler's sampler is wrapped)."""
-        loader = self.trainer.train_dataloader
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        if batch_sampler is None or not hasattr(batch_sampler, "sampler"):
-            raise DIFTConfigError("DIFT filters the training set through the DataLoader's batch sampler; "
-                                  "use a DataLoader with batch_size (not a custom batch_sampler)")
-        inner = batch_sampler.sampler
-        if isinstance(inner, ExcludingSampler):
-            inner = inner.inner
-        batch_sampler.sampler = ExcludingSampler(inner, detected, len(self.dift_data.dataset))
-        if hasattr(self, "queue"):  # MoCo: only full batches keep queue_size % batch_size == 0
-            batch_sampler.drop_last = True
-
-    def _dift_steps_per_epoch(self) -> int:
-        if self.trainer.lr_scheduler_configs[0].interval == "epoch":
-            return 1
-        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
-        return max(1, len(self.trainer.train_dataloader) // accumulate)
+        """From now on the training loader never yields ``detected``; MoCo (a ``queue``) keeps full batches."""
+        exclude_from_loader(self.trainer.train_dataloader, detected, len(self.dift_data.dataset),
+                            full_batches=hasattr(self, "queue"))
 
     def _dift_warmup_epochs(self) -> float:
         if self.dift_cfg.restart_warmup_epochs is not None:
@@ -270,28 +211,6 @@ class DIFTMixin:
             if value is not None:
                 return float(value)
         return 0.0
-
-    def _dift_install_schedule(self, warmup: int, total: int, steps_done: int) -> None:
-        """The run's schedule restarted: in its own shape when the method has ``build_lr_schedule(optimizer,
-        warmup_steps, total_steps)``, else warm-up + cosine."""
-        config = self.trainer.lr_scheduler_configs[0]
-        config.scheduler = restarted_schedule(config.scheduler.optimizer, warmup, total, steps_done,
-                                              build=getattr(self, "build_lr_schedule", None))
-
-    def _dift_check_ranks_agree(self, detected: np.ndarray) -> None:
-        """Under DDP every rank must filter the same samples, or their epochs would differ in length."""
-        if self.trainer.world_size == 1:
-            return
-        mine = torch.tensor([len(detected), int(np.sum(detected * 2654435761 % 1000003))], device=self.device)
-        everyone = self.all_gather(mine).reshape(-1, 2)
-        if not bool((everyone == everyone[0]).all()):
-            raise RuntimeError(f"DIFT's detected sets differ across ranks ({everyone.tolist()}); please report this")
-
-    def _dift_broadcast_weights(self) -> None:
-        """Under DDP every rank fine-tunes identically; rank 0's weights are broadcast to rule out drift."""
-        if dist.is_available() and dist.is_initialized():
-            for t in [*self.parameters(), *self.buffers()]:
-                dist.broadcast(t.data, src=0)
 
     @contextmanager
     def _dift_timed(self, phase: str) -> Iterator[None]:

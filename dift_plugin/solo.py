@@ -20,7 +20,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from dift_plugin.anchors import draw_anchors, read_anchors
-from dift_plugin.mixin import DIFTData, DIFTMixin, with_dift
+from dift_plugin.embedding import DIFTData
+from dift_plugin.mixin import DIFTMixin, with_dift
 
 INSTALL = ("solo-learn is not installed. DIFT works with solo-learn 1.0.6 from its repository "
            "(https://github.com/vturrisi/solo-learn; PyPI has only 1.0.2): clone it, then "

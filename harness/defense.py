@@ -8,8 +8,8 @@ from omegaconf import DictConfig
 from dift_plugin import draw_anchors
 from dift_plugin.anchors import read_anchors
 from dift_plugin.config import DIFTConfig, DIFTConfigError
+from dift_plugin.embedding import DIFTData
 from dift_plugin.errors import DiftUserError
-from dift_plugin.mixin import DIFTData
 from harness.augment import Normalize
 from harness.data import Images, keep_batch
 from harness.experiment import RunData

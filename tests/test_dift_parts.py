@@ -13,6 +13,7 @@ from torch.utils.data import DistributedSampler, RandomSampler
 from dift_plugin.branches import sync_momentum_branches
 from dift_plugin.config import DetectorConfig, DIFTConfig, DIFTConfigError, FinetuneConfig, parse_dift_config
 from dift_plugin.detector import DIFTDetector
+from dift_plugin.embedding import DIFTData
 from dift_plugin.finetune import density_reduction_loss, finetune, mean_pairwise_distance
 from dift_plugin.sampling import ExcludingSampler
 from dift_plugin.schedule import restarted_schedule, warmup_cosine
@@ -97,15 +98,10 @@ def test_eq7_spreads_near_duplicates_that_a_float32_gram_matrix_would_collapse()
     assert (x.grad.norm(dim=1) > 0.1).all()  # ... and pushed apart, each with a unit-scale gradient
 
 
-def test_fine_tuning_draws_new_batches_every_epoch(data_root):
-    cfg = make_cfg("defense=dift", "dift.finetune.batch_size=4")
-    model = build_method(cfg)
-    seen = []
-    model.dift_data = type("D", (), {"dataset": torch.arange(20), "num_workers": 0, "collate_fn": None,
-                                     "prepare": None})()
-    order = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        seen.append([b.tolist() for b in model._dift_batches(np.arange(20), 4, order)])
+def test_fine_tuning_draws_new_batches_every_epoch():
+    data = DIFTData(torch.arange(20), np.array([0, 1]), np.array([0, 1]))
+    order = torch.Generator().manual_seed(0)  # one generator for the whole fine-tuning, as the mixin passes it
+    seen = [[b.tolist() for b in data.batches(np.arange(20), 4, torch.device("cpu"), order)] for _ in range(2)]
     assert sorted(sum(seen[0], [])) == list(range(20)) and seen[0] != seen[1]
 
 
