@@ -270,7 +270,12 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
             groups.setdefault((c.label.split()[0], " ".join(c.label.split()[1:])), []).append(c.name)
     for (method, attack), names in groups.items():
         done = [n for n in names if rows[n]["control"] is not None]
-        if not done:
+        if not done:  # trained, its control not yet: the run's own numbers
+            ms = [rows[n]["metrics"] for n in names]
+            swings = ", ".join(f"{swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')}" for m in ms)
+            lines.append(f"| {method} | {attack} | {len(ms)} | {pm([m['acc_linear'] for m in ms])} / "
+                         f"{pm([m['acc_knn'] for m in ms])} | {pm([m['asr_linear'] for m in ms])} / "
+                         f"{pm([m['asr_knn'] for m in ms])} | not run | – | – | {swings} |")
             continue
         ms = [rows[n]["metrics"] for n in done]
         cs = [rows[n]["control"] for n in done]
