@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dift_plugin.errors import DiftUserError
 
-class DIFTConfigError(ValueError):
+
+class DIFTConfigError(DiftUserError):
     """A ``dift:`` block that cannot be used; the message says which key and what is allowed."""
 
 
@@ -56,7 +58,8 @@ class DIFTConfig:
     """Everything DIFT needs besides the data.
 
     ``space``: embeddings ranked by density, ``projector`` (L2-normalised projector output) or ``backbone``.
-    Detection runs after epochs ``start_epoch`` .. ``stop_epoch`` (0-based; ``null`` = half of the run) until the
+    Detection runs after epochs ``start_epoch`` .. ``stop_epoch`` (0-based; ``null`` = half of the run), every
+    ``detect_every``-th of them (and always after ``stop_epoch``; patience counts detection rounds), until the
     intersected set is stable; at ``stop_epoch`` DIFT decides with what it has. ``anchors``: CSV (``index,label``)
     of trusted clean training samples; ``null`` lets the entry point draw ``anchors_per_class`` per class.
     ``restart_lr``: restart the LR schedule (warmup ``restart_warmup_epochs``, ``null`` = the run's own) over the
@@ -67,6 +70,7 @@ class DIFTConfig:
     space: str = "projector"
     start_epoch: int = 0
     stop_epoch: int | None = None
+    detect_every: int = 1
     anchors: str | None = None
     anchors_per_class: int = 10
     embed_batch_size: int = 512
@@ -76,6 +80,11 @@ class DIFTConfig:
     seed: int = 0
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def detects_after(self, epoch: int, max_epochs: int) -> bool:
+        """Whether DIFT embeds and ranks after ``epoch`` (0-based) while it is still detecting."""
+        last = self.last_detection_epoch(max_epochs)
+        return self.start_epoch <= epoch and ((epoch - self.start_epoch) % self.detect_every == 0 or epoch >= last)
 
     def last_detection_epoch(self, max_epochs: int) -> int:
         return self.stop_epoch if self.stop_epoch is not None else max(self.start_epoch, max_epochs // 2 - 1)
@@ -159,7 +168,8 @@ def _check_ranges(cfg: Any, where: str) -> None:
     for key, choices in CHOICES.items():
         if hasattr(cfg, key):
             need(getattr(cfg, key) in choices, key, f"one of {', '.join(choices)}")
-    positive = {"k", "patience", "graph_k", "spread_max_iter", "batch_size", "anchors_per_class", "embed_batch_size"}
+    positive = {"k", "patience", "graph_k", "spread_max_iter", "batch_size", "anchors_per_class", "embed_batch_size",
+                "detect_every"}
     for key in positive & {f.name for f in dataclasses.fields(cfg)}:
         need(getattr(cfg, key) >= 1, key, "a positive integer")
     if isinstance(cfg, DIFTConfig):

@@ -48,8 +48,8 @@ class DIFTDetector:
 
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
                  min_separation: float = _D.min_separation, patience: int = _D.patience,
-                 tolerance: float = _D.tolerance, spreading: str = _D.spreading, graph_k: int = _D.graph_k, alpha: float = _D.alpha,
-                 spread_threshold: float = _D.spread_threshold, spread_max_iter: int = _D.spread_max_iter,
+                 tolerance: float = _D.tolerance, spreading: str = _D.spreading, graph_k: int = _D.graph_k,
+                 alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold, spread_max_iter: int = _D.spread_max_iter,
                  backend: str = _D.backend, random_state: int | None = 0) -> None:
         self.k = k
         self.candidate_fraction = candidate_fraction

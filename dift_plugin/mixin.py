@@ -28,6 +28,7 @@ from dift_plugin.detector import DIFTDetector
 from dift_plugin.embedding import DIFTData, embed_training_set
 from dift_plugin.finetune import eval_mode, finetune
 from dift_plugin.schedule import reset_optimizer_state
+from dift_plugin.spreading import SKLEARN_MAX_SAMPLES
 from dift_plugin.scores import density_rank_stats, detection_scores
 from dift_plugin.surgery import (
     broadcast_weights,
@@ -79,6 +80,10 @@ class DIFTMixin:
         if self.dift_data is None:
             raise DIFTConfigError("DIFT is on but has no data to embed: set model.dift_data = DIFTData(...) "
                                   "before trainer.fit, or create the class with with_dift(cls, data_factory)")
+        n = len(self.dift_data.dataset)
+        if self.dift_cfg.detector.spreading == "sklearn" and n > SKLEARN_MAX_SAMPLES:
+            raise DIFTConfigError(f"dift.detector.spreading=sklearn holds a dense {n} x {n} kernel: it is limited to "
+                                  f"{SKLEARN_MAX_SAMPLES} samples; use spreading=graph")
         if self.dift_state.phase == "filtered":  # resumed after filtering: filter again, continue the restart
             self._dift_exclude(np.asarray(self.dift_state.detected, dtype=np.int64))
             if self.dift_state.restart is not None:
@@ -89,7 +94,7 @@ class DIFTMixin:
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         cfg, epoch = self.dift_cfg, self.trainer.current_epoch
-        if cfg is None or self.dift_state.phase != "detecting" or epoch < cfg.start_epoch:
+        if cfg is None or self.dift_state.phase != "detecting" or not cfg.detects_after(epoch, self.trainer.max_epochs):
             return
         row = self._dift_detect(epoch)
         last_chance = epoch >= cfg.last_detection_epoch(int(self.trainer.max_epochs))

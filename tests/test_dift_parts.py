@@ -61,6 +61,14 @@ def test_a_bad_dift_block_is_rejected_with_the_key_and_what_is_allowed(block, me
     assert message in str(e.value)
 
 
+def test_detect_every_skips_epochs_but_never_the_last_chance():
+    cfg = parse_dift_config({"start_epoch": 1, "detect_every": 3, "stop_epoch": 8})
+    assert [e for e in range(12) if cfg.detects_after(e, 12)] == [1, 4, 7, 8, 9, 10, 11]
+    assert [e for e in range(12) if parse_dift_config(True).detects_after(e, 12)] == list(range(12))
+    with pytest.raises(DIFTConfigError, match="dift.detect_every must be a positive integer"):
+        parse_dift_config({"detect_every": 0})
+
+
 def test_a_bad_dift_block_fails_when_the_method_is_built():
     with pytest.raises(DIFTConfigError, match="dift.finetune.lam must be >= 0"):
         build_method(make_cfg("defense=dift", "dift.finetune.lam=-1"))
