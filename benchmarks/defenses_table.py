@@ -29,20 +29,17 @@ def load(run_dir: Path) -> dict:
 def row(name: str, m: dict) -> dict:
     """The table's numbers for one run: its metrics, detection and seconds per phase."""
     out = {"defense": name, **{k: m[k] for k in ("acc_linear", "acc_knn", "asr_linear", "asr_knn")}}
-    # fit_time_s: all of trainer.fit; older runs only have train_time_s, which leaves out DIFT's phases
-    training = m.get("fit_time_s", m["train_time_s"] + m.get("dift_time_s", 0.0))
+    detection = ("detected", "precision", "recall", "fpr")
     if isinstance(m.get("defense"), dict):  # dift-defend: the source run's training + the defense's phases
         d = m["defense"]
-        out.update({k: d.get(k) for k in ("detected", "precision", "recall", "fpr")}, time_s=d["time_s"],
-                   total_s=sum(d["time_s"].values()))
-    elif "dift" in m:  # DIFT's phases run inside the training
+        return {**out, **{k: d.get(k) for k in detection}, "time_s": d["time_s"], "total_s": sum(d["time_s"].values())}
+    # fit_time_s: all of trainer.fit; older runs only have train_time_s, which leaves out DIFT's phases
+    training = m.get("fit_time_s", m["train_time_s"] + m.get("dift_time_s", 0.0))
+    if "dift" in m:  # DIFT's phases run inside the training
         d = m["dift"]
-        out.update({k: d.get(k) for k in ("detected", "precision", "recall", "fpr")},
-                   time_s={"training with DIFT": training, **{f"of which {k}": v for k, v in d["time_s"].items()}},
-                   total_s=training)
-    else:
-        out.update(time_s={"training": training}, total_s=training)
-    return out
+        phases = {"training with DIFT": training, **{f"of which {k}": v for k, v in d["time_s"].items()}}
+        return {**out, **{k: d.get(k) for k in detection}, "time_s": phases, "total_s": training}
+    return {**out, "time_s": {"training": training}, "total_s": training}
 
 
 def table(rows: list[dict], control: dict | None) -> str:
@@ -56,7 +53,7 @@ def table(rows: list[dict], control: dict | None) -> str:
                else "")
         phases = ", ".join(f"{k} {v:.0f}" for k, v in r["time_s"].items())
         lines.append(f"| {r['defense']} | {r['acc_linear']:.2f} / {r['acc_knn']:.2f} | {r['asr_linear']:.2f} / "
-                     f"{r['asr_knn']:.2f} | {r.get('detected', '')} | {det} | {phases} | {r['total_s']:.0f} |")
+                     f"{r['asr_knn']:.2f} | {'' if r.get('detected') is None else r['detected']} | {det} | {phases} | {r['total_s']:.0f} |")
     return "\n".join(lines)
 
 
