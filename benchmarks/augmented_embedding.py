@@ -12,7 +12,6 @@ recall. Writes ``--out`` .md and .json.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from dift_plugin.scores import density_rank_stats, detection_scores
 from harness.augment import Normalize, TwoViews, build_view_augmentation
 from harness.data import pin_data_root
 from harness.experiment import load_run, prepare_data
-from results import write_results
+from results import runs_parser, write_results
 
 OUT = Path(__file__).with_name("augmented_embedding_results")
 
@@ -62,9 +61,7 @@ def measure(run_dir: Path) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, default=OUT)
+    p = runs_parser(__doc__, OUT)
     args = p.parse_args()
     rows = [r for run in args.runs for r in measure(run)]
     lines = ["| run | embedding | poisoned median density rank % | candidates' precision | detected | precision / "

@@ -10,7 +10,6 @@ Each cell: TPR (recall) / FPR, flagged count, seconds. Writes ``--out`` .md and 
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from baselines.density_filter import density_filter
 from dift_plugin import DIFTDetector
 from dift_plugin.scores import detection_scores
 from harness.detect import from_run
-from results import write_results
+from results import runs_parser, write_results
 
 OUT = Path(__file__).with_name("detection_compare_results")
 
@@ -52,10 +51,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path)
+    p = runs_parser(__doc__, OUT)
     p.add_argument("--space", choices=["projector", "backbone"], action="append")
-    p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     rows = [measure(run, space) for run in args.runs for space in (args.space or ["projector"])]
     print(write_results(args.out, table(rows), rows))

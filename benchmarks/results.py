@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -15,3 +16,11 @@ def write_results(out: Path, table: str, rows: list[dict], note: str = "") -> st
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     return md
+
+
+def runs_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """The command line of a benchmark over finished run directories: ``RUN_DIR ... [--out PATH]``."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="finished dift-pretrain run directories")
+    p.add_argument("--out", type=Path, default=out, help="results path without suffix (.md and .json are written)")
+    return p

@@ -19,7 +19,6 @@ Each cell: precision / recall / flagged count. Writes ``--out`` .md and .json.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from dift_plugin.scores import detection_scores
 from dift_plugin.spreading import (mass_normalized, normalized_graph, rbf_knn_graph, self_consistent_prior,
                                    sklearn_spreading, spread)
 from harness.detect import from_run
-from results import write_results
+from results import runs_parser, write_results
 
 OUT = Path(__file__).with_name("spreading_rules_results")
 SEED_SHARES = (0.1, 0.2, 0.3)
@@ -87,9 +86,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, default=OUT)
+    p = runs_parser(__doc__, OUT)
     args = p.parse_args()
     rows = [r for run in args.runs for r in measure(run)]
     print(write_results(args.out, table(rows), rows, "Cells: precision / recall / flagged."))
