@@ -311,8 +311,13 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
                 continue
             m, ctl = rows[name]["metrics"], rows[name]["control"]
             d = m.get("dift", {})
-            dift_cols = (f"{d['decided_epoch']} | {d['detected']} | {d.get('precision', 0):.3f} / "
-                         f"{d.get('recall', 0):.3f} | {d.get('fpr', 0):.4f}") if d else " | | | "
+            if d and not m["poisoned_samples"]:  # no poison: every detected sample is a false positive
+                dift_cols = f"{d['decided_epoch']} | {d['detected']} | – | {d['detected'] / m['train_samples']:.4f}"
+            elif d:
+                dift_cols = (f"{d['decided_epoch']} | {d['detected']} | {d.get('precision', 0):.3f} / "
+                             f"{d.get('recall', 0):.3f} | {d.get('fpr', 0):.4f}")
+            else:
+                dift_cols = " | | | "
             control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "–"
             lines.append(f"| {method} | {defense} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
                          f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {control} | {dift_cols} |")
