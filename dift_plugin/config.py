@@ -100,8 +100,8 @@ class DIFTConfig:
                 f"{max_epochs}): DIFT would never decide; use a value below {max_epochs}")
 
 
-CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"),
-           "spreading": ("graph", "sklearn")}
+SPREADINGS = ("graph", "sklearn")  # ours (sparse kNN graph) and the paper's (scikit-learn's dense RBF)
+CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS}
 
 
 def parse_dift_config(value: Any) -> DIFTConfig | None:

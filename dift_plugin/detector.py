@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
+from dift_plugin.config import SPREADINGS
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
 from dift_plugin.spreading import normalized_graph, rbf_knn_graph, self_consistent_prior, sklearn_spreading, spread
 
-SPREADINGS = ("graph", "sklearn")
 STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "recent_set_" optional (added later)
 
 
@@ -49,7 +49,8 @@ class DIFTDetector:
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
                  min_separation: float = _D.min_separation, patience: int = _D.patience,
                  tolerance: float = _D.tolerance, spreading: str = _D.spreading, graph_k: int = _D.graph_k,
-                 alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold, spread_max_iter: int = _D.spread_max_iter,
+                 alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold,
+                 spread_max_iter: int = _D.spread_max_iter,
                  backend: str = _D.backend, random_state: int | None = 0) -> None:
         self.k = k
         self.candidate_fraction = candidate_fraction

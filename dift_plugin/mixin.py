@@ -28,7 +28,7 @@ from dift_plugin.detector import DIFTDetector
 from dift_plugin.embedding import DIFTData, embed_training_set
 from dift_plugin.finetune import eval_mode, finetune
 from dift_plugin.schedule import reset_optimizer_state
-from dift_plugin.spreading import SKLEARN_MAX_SAMPLES
+from dift_plugin.spreading import check_dense_size
 from dift_plugin.scores import density_rank_stats, detection_scores
 from dift_plugin.surgery import (
     broadcast_weights,
@@ -80,21 +80,23 @@ class DIFTMixin:
         if self.dift_data is None:
             raise DIFTConfigError("DIFT is on but has no data to embed: set model.dift_data = DIFTData(...) "
                                   "before trainer.fit, or create the class with with_dift(cls, data_factory)")
-        n = len(self.dift_data.dataset)
-        if self.dift_cfg.detector.spreading == "sklearn" and n > SKLEARN_MAX_SAMPLES:
-            raise DIFTConfigError(f"dift.detector.spreading=sklearn holds a dense {n} x {n} kernel: it is limited to "
-                                  f"{SKLEARN_MAX_SAMPLES} samples; use spreading=graph")
+        if self.dift_cfg.detector.spreading == "sklearn":
+            try:
+                check_dense_size(len(self.dift_data.dataset))
+            except ValueError as e:
+                raise DIFTConfigError(f"dift.detector.{e}") from e
         if self.dift_state.phase == "filtered":  # resumed after filtering: filter again, continue the restart
             self._dift_exclude(np.asarray(self.dift_state.detected, dtype=np.int64))
             if self.dift_state.restart is not None:
                 r = self.dift_state.restart
-                install_restarted_schedule(self.trainer, r["warmup"], r["total"], self.trainer.global_step - r["step"],
-                                           build=getattr(self, "build_lr_schedule", None))
+                install_restarted_schedule(self.trainer, r["warmup"], r["total"], self.trainer.global_step - r["step"])
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         cfg, epoch = self.dift_cfg, self.trainer.current_epoch
-        if cfg is None or self.dift_state.phase != "detecting" or not cfg.detects_after(epoch, self.trainer.max_epochs):
+        if cfg is None or self.dift_state.phase != "detecting":
+            return
+        if not cfg.detects_after(epoch, int(self.trainer.max_epochs)):
             return
         row = self._dift_detect(epoch)
         last_chance = epoch >= cfg.last_detection_epoch(int(self.trainer.max_epochs))
@@ -178,8 +180,7 @@ class DIFTMixin:
                 warmup = int(round(self._dift_warmup_epochs() * per_epoch))
                 self.dift_state.restart = {"step": int(self.trainer.global_step), "warmup": warmup,
                                            "total": remaining * per_epoch}
-                install_restarted_schedule(self.trainer, warmup, remaining * per_epoch, 0,
-                                           build=getattr(self, "build_lr_schedule", None))
+                install_restarted_schedule(self.trainer, warmup, remaining * per_epoch, 0)
         self.dift_state.phase = "filtered"
         out: dict[str, Any] = {"decided": 1}
         if self.dift_state.finetune:

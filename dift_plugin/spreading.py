@@ -106,14 +106,19 @@ def self_consistent_prior(scores: np.ndarray, seeds: np.ndarray, exclude: np.nda
 SKLEARN_MAX_SAMPLES = 20_000  # a dense N x N float64 kernel (and scikit-learn's copies of it) beyond this is > 9 GB
 
 
+def check_dense_size(n: int) -> None:
+    """Refuse the paper's dense setting for ``n`` samples above ``SKLEARN_MAX_SAMPLES`` (ValueError)."""
+    if n > SKLEARN_MAX_SAMPLES:
+        raise ValueError(f"spreading=sklearn holds a dense {n} x {n} kernel: it is limited to {SKLEARN_MAX_SAMPLES} "
+                         "samples: use spreading='graph' (the sparse kNN graph)")
+
+
 def sklearn_spreading(x: np.ndarray, poisoned: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The paper's setting: scikit-learn's ``LabelSpreading`` with its defaults (RBF kernel, gamma 20, alpha 0.2,
     30 iterations) on the embeddings X (N, d), labelled 1 (poisoned) and 0 (anchors); detected = argmax.
     Returns (detected indexes, poisoned probability). Dense: refuses more than ``SKLEARN_MAX_SAMPLES`` samples."""
     n = len(x)
-    if n > SKLEARN_MAX_SAMPLES:
-        raise ValueError(f"spreading='sklearn' builds a dense {n} x {n} kernel; it is limited to "
-                         f"{SKLEARN_MAX_SAMPLES} samples: use spreading='graph' (the sparse kNN graph)")
+    check_dense_size(n)
     labels = np.full(n, -1)
     labels[clean] = 0
     labels[poisoned] = 1

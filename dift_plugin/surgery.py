@@ -38,12 +38,12 @@ def steps_per_epoch(trainer: Any) -> int:
     return max(1, len(trainer.train_dataloader) // accumulate)
 
 
-def install_restarted_schedule(trainer: Any, warmup: int, total: int, steps_done: int,
-                               build: Callable | None) -> None:
-    """The run's schedule restarted: in its own shape when the method has ``build_lr_schedule(optimizer,
-    warmup_steps, total_steps)`` (``build``), else warm-up + cosine."""
+def install_restarted_schedule(trainer: Any, warmup: int, total: int, steps_done: int) -> None:
+    """The run's schedule restarted: in its own shape when the trained method has ``build_lr_schedule(optimizer,
+    warmup_steps, total_steps)``, else warm-up + cosine."""
     config = trainer.lr_scheduler_configs[0]
-    config.scheduler = restarted_schedule(config.scheduler.optimizer, warmup, total, steps_done, build=build)
+    config.scheduler = restarted_schedule(config.scheduler.optimizer, warmup, total, steps_done,
+                                          build=getattr(trainer.lightning_module, "build_lr_schedule", None))
 
 
 def check_ranks_agree(detected: np.ndarray, world: int, device: torch.device,

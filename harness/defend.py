@@ -102,8 +102,9 @@ def defend_clp(source: Path, dcfg: DictConfig, out: Path, before: dict | None = 
 def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
     """Density filter on ``source``'s embeddings, then re-training from scratch without the flagged samples."""
     src_metrics = finished_run(source)
-    if (out / "metrics.json").exists() and "defense" in json.loads((out / "metrics.json").read_text()):
-        return json.loads((out / "metrics.json").read_text())
+    done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    if "defense" in done:  # B1 finished earlier (B2 reuses it)
+        return done
     cfg, model = load_run(source)
     pin_data_root(cfg)
     data = prepare_data(cfg)

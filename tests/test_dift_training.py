@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dift_plugin import detector as detector_module
-from dift_plugin import mixin as mixin_module
+from dift_plugin import spreading as spreading_module
 from dift_plugin.anchors import AnchorFilterResult
 from dift_plugin.errors import DiftUserError
 from harness.datamodule import ContrastiveDataModule
@@ -125,7 +125,7 @@ def test_nothing_detected_leaves_training_as_it_was(tmp_path, data_root, monkeyp
 
 
 def test_the_papers_spreading_is_refused_before_training_on_a_set_it_cannot_hold(tmp_path, data_root, monkeypatch):
-    monkeypatch.setattr(mixin_module, "SKLEARN_MAX_SAMPLES", 100)
+    monkeypatch.setattr(spreading_module, "SKLEARN_MAX_SAMPLES", 100)
     with pytest.raises(DiftUserError, match="spreading=sklearn holds a dense 512 x 512 kernel: it is limited to 100"):
         run(make_cfg(*FORCED, "trainer.max_epochs=3", "dift.detector.spreading=sklearn"), tmp_path)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # stopped before the first epoch ended
