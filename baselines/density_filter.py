@@ -1,8 +1,8 @@
 """Density-clustering filters (Li et al., USENIX Security 2024, B1's detection): DBSCAN or OPTICS on the trained
 encoder's embeddings; the samples of the largest dense cluster are flagged as poisoned.
 
-Li et al. do not publish code or, in what we could read, their parameters; ours are label-free rules (README
-"Baselines"): ``min_samples`` = 10 (DIFT's k); ``eps`` = the ``eps_quantile`` quantile of the distances to the
+Li et al. do not publish code or, in what we could read, their parameters; ours are label-free rules (docs/baselines.md):
+``min_samples`` = 10 (DIFT's k); ``eps`` = the ``eps_quantile`` quantile of the distances to the
 ``min_samples``-th neighbour (0.05: the same 5 % densest share DIFT takes as candidates). The knee of the sorted
 k-distance curve, the textbook rule, put eps above the median k-distance on our runs and DBSCAN found one cluster
 holding 99.7 % of the samples. Flagged: the largest cluster found at that density, if it holds more than

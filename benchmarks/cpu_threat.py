@@ -1,4 +1,4 @@
-"""The CPU threat (README "Attacks"): which training-recipe differences decide whether an SSL-Backdoor patch implants
+"""The CPU threat (docs/attacks.md): which training-recipe differences decide whether an SSL-Backdoor patch implants
 at CPU scale (the ablation), the poison-share sweep, and the implanting CPU presets over seeds with their no-poison
 controls and DIFT.
 

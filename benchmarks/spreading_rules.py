@@ -1,4 +1,4 @@
-"""Label spreading's decision rule on real runs (README "Paper settings and ours", label spreading): from the same
+"""Label spreading's decision rule on real runs (docs/detection.md, label spreading): from the same
 seeds, which samples does each rule flag?
 
     python benchmarks/spreading_rules.py RUN_DIR [RUN_DIR ...]    # e.g. runs/cpu_threat/simclr_ssl_s0

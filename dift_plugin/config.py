@@ -100,7 +100,7 @@ class DIFTConfig:
                 f"{max_epochs}): DIFT would never decide; use a value below {max_epochs}")
 
 
-SPREADINGS = ("graph", "sklearn")  # ours (sparse kNN graph) and the paper's (scikit-learn's dense RBF)
+SPREADINGS = ("graph", "sklearn", "none")  # ours (sparse kNN graph), the paper's (scikit-learn's dense RBF), none
 CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS}
 
 

@@ -32,12 +32,13 @@ STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "recen
 class DIFTDetector:
     """Density-based identification of poisoned samples from one epoch's embeddings X (N, d).
 
-    Parameters (defaults chosen and measured as documented in the README):
+    Parameters (defaults chosen and measured as documented in docs/detection.md):
         k: neighbours for the density rho = 1 / d_k (Eq. 5).
         candidate_fraction: share of N kept as the densest candidates.
         min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
         patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs.
-        spreading: "graph" (ours) or "sklearn" (the paper's: scikit-learn's dense RBF defaults, argmax).
+        spreading: "graph" (ours), "sklearn" (the paper's: scikit-learn's dense RBF defaults, argmax) or "none"
+            (no spreading: the detected set is the stable set; the paper's "w/o label spreading" ablation).
         graph_k, alpha, spread_threshold: label spreading on the ``graph_k``-NN RBF graph with clamping ``alpha``;
             a sample is detected when its class-mass-normalised poisoned probability exceeds ``spread_threshold``
             at the poisoned share it implies (``spreading.self_consistent_prior``); at most ``spread_max_iter``
@@ -131,6 +132,10 @@ class DIFTDetector:
         seeds = np.setdiff1d(stable, anchors)
         if len(seeds) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(len(x))
+        if self.spreading == "none":  # the ablation: the stable set itself
+            score = np.zeros(len(x))
+            score[seeds] = 1.0
+            return seeds, score
         if self.spreading == "sklearn":
             detected, score = sklearn_spreading(x.cpu().numpy(), seeds, anchors)
             return np.setdiff1d(detected, anchors), score

@@ -3,6 +3,7 @@
     dift-defend RUN_DIR defense=clp                     # CLP-prune the run's encoder
     dift-defend RUN_DIR defense=b1 hydra.run.dir=OUT    # DBSCAN filter, then re-train without the flagged samples
     dift-defend RUN_DIR defense=b2 defense.u=2.5        # CLP on B1's re-trained encoder (runs B1 first if needed)
+    dift-defend RUN_DIR defense=filter defense.filter.algorithm=optics   # detection alone: flag and score
 
 The source run is never trained again: its encoder, config and data (rebuilt from the config) are read. The
 output directory (default ``RUN_DIR_<defense>``) holds ``config.yaml``, ``metrics.json`` with the schema of a
@@ -31,11 +32,12 @@ from dift_plugin.errors import DiftUserError
 from dift_plugin.scores import detection_scores
 from harness.augment import Normalize
 from harness.data import pin_data_root
-from harness.experiment import evaluate_backbone, load_run, prepare_data
+from harness.experiment import RunData, evaluate_backbone, load_run, prepare_data
 from harness.monitor import embedding_spaces
 from harness.pretrain import POST_TRAINING, run, write_detected, write_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SCORES = ("acc_linear", "acc_knn", "asr_linear", "asr_knn")
 IDENTITY = ("method", "dataset", "backbone", "seed", "attack", "poisoned_samples", "train_samples", "test_samples")
 
 
@@ -99,12 +101,8 @@ def defend_clp(source: Path, dcfg: DictConfig, out: Path, before: dict | None = 
     return write_defended(out, cfg, dcfg, src_metrics, metrics, block, model)
 
 
-def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
-    """Density filter on ``source``'s embeddings, then re-training from scratch without the flagged samples."""
-    src_metrics = finished_run(source)
-    done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
-    if "defense" in done:  # B1 finished earlier (B2 reuses it)
-        return done
+def flag(source: Path, dcfg: DictConfig) -> tuple[DictConfig, RunData, np.ndarray, dict]:
+    """The density filter on ``source``'s embeddings: (config, data, flagged training positions, defense block)."""
     cfg, model = load_run(source)
     pin_data_root(cfg)
     data = prepare_data(cfg)
@@ -116,19 +114,45 @@ def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
                                float(f.eps_quantile), float(f.dominance))
     except ValueError as e:
         raise DiftUserError(f"defense.filter: {e}") from e
-    detection = time.perf_counter() - started
-    out.mkdir(parents=True, exist_ok=True)
-    flagged_csv = (out / "b1_detected.csv").resolve()
-    write_detected(flagged_csv, found.flagged.tolist(), data.ssl_train)
-    print(f"B1: {found.reason}; re-training without {len(found.flagged)} samples", flush=True)
-    retrain = copy.deepcopy(cfg)
-    retrain.train_exclude = str(flagged_csv)
-    retrained = run(retrain, out)
     block = {"name": str(dcfg.name), "source_run": str(source), "space": str(dcfg.space),
              "filter": OmegaConf.to_container(f), "eps": found.eps, "reason": found.reason,
              **detection_block(found.flagged, data, len(data.ssl_train)),
-             "time_s": {"training": source_time(src_metrics), "detection": round(detection, 3),
-                        "retraining": source_time(retrained)}}
+             "time_s": {"detection": round(time.perf_counter() - started, 3)}}
+    return cfg, data, found.flagged, block
+
+
+def defend_filter(source: Path, dcfg: DictConfig, out: Path) -> dict:
+    """Detection alone (no re-training): what the density filter flags, scored; ACC / ASR stay the source run's."""
+    src_metrics = finished_run(source)
+    cfg, data, flagged, block = flag(source, dcfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_detected(out / "filter_detected.csv", flagged.tolist(), data.ssl_train)
+    saved = copy.deepcopy(cfg)
+    OmegaConf.set_struct(saved, False)
+    saved.defense = dcfg
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
+    block["time_s"] = {"training": source_time(src_metrics), **block["time_s"]}
+    result = {**{k: src_metrics[k] for k in (*IDENTITY, *SCORES) if k in src_metrics}, "defense": block}
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
+    """Density filter on ``source``'s embeddings, then re-training from scratch without the flagged samples."""
+    src_metrics = finished_run(source)
+    done = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    if "defense" in done:  # B1 finished earlier (B2 reuses it)
+        return done
+    cfg, data, flagged, block = flag(source, dcfg)
+    out.mkdir(parents=True, exist_ok=True)
+    flagged_csv = (out / "b1_detected.csv").resolve()
+    write_detected(flagged_csv, flagged.tolist(), data.ssl_train)
+    print(f"B1: {block['reason']}; re-training without {len(flagged)} samples", flush=True)
+    retrain = copy.deepcopy(cfg)
+    retrain.train_exclude = str(flagged_csv)
+    retrained = run(retrain, out)
+    block["time_s"] = {"training": source_time(src_metrics), **block["time_s"],
+                       "retraining": source_time(retrained)}
     retrained["defense"] = block
     write_json(out / "metrics.json", retrained)
     return retrained
@@ -152,6 +176,8 @@ def defend(source: Path, dcfg: DictConfig, out: Path) -> dict:
         return defend_clp(source, dcfg, out)
     if dcfg.name == "b1":
         return defend_b1(source, dcfg, out)
+    if dcfg.name == "filter":
+        return defend_filter(source, dcfg, out)
     b1_dir = Path(dcfg.b1_run) if dcfg.b1_run else source.with_name(f"{source.name}_b1")
     b1_cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "defense" / "b1.yaml"),
                              {"space": dcfg.space, "filter": dcfg.filter})

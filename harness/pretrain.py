@@ -40,7 +40,7 @@ from harness.methods import build_method
 from harness.monitor import AttackMonitor
 from harness.optim import OPTIMIZERS, SCHEDULES
 
-POST_TRAINING = ("clp", "b1", "b2")  # defenses of a finished run (harness.defend), not of a training
+POST_TRAINING = ("clp", "b1", "b2", "filter")  # defenses of a finished run (harness.defend), not of a training
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 

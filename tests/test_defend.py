@@ -79,3 +79,17 @@ def test_a_defense_refuses_an_unfinished_run_and_pretraining_refuses_a_post_trai
     assert "defense=clp|b1|b2" in capsys.readouterr().err
     with pytest.raises(Exception, match="defends a finished run"):
         run(make_cfg("defense=b1"), tmp_path / "refused")
+
+
+def test_filter_flags_and_scores_without_retraining(source):
+    out = source.with_name("filter")
+    defend_main([str(source), "defense=filter", "defense.filter.algorithm=optics", "defense.filter.eps_quantile=0.1",
+                 f"hydra.run.dir={out}"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    src = json.loads((source / "metrics.json").read_text())
+    block = metrics["defense"]
+    assert block["name"] == "filter" and block["filter"]["algorithm"] == "optics"
+    assert set(block["time_s"]) == {"training", "detection"} and {"precision", "recall", "fpr"} <= set(block)
+    assert block["detected"] == len((out / "filter_detected.csv").read_text().splitlines()) - 1
+    assert all(metrics[k] == src[k] for k in ("acc_linear", "asr_linear"))  # the encoder is the source's
+    assert not (out / "checkpoints").exists()

@@ -238,3 +238,14 @@ def test_an_epoch_without_signal_empties_the_set_but_recent_indexes_keep_the_las
     assert precision_recall(det.recent_indexes_, poisoned)[0] >= 0.95  # spread on this epoch's graph
     restored = DIFTDetector().set_state(det.get_state())
     np.testing.assert_array_equal(restored.recent_set_, det.recent_set_)
+
+
+def test_without_spreading_the_detected_set_is_the_stable_set():
+    """The ablation "w/o label spreading": detected = the stable set (minus anchors), nothing grown."""
+    x, labels, poisoned = classes_with_cluster(poison_share=0.08)  # more than the 5 % candidates
+    anchors = anchors_for(labels, poisoned)
+    plain = DIFTDetector(spreading="none").fit(x, *anchors)
+    spread_ = DIFTDetector().fit(x, *anchors)
+    assert len(plain.stable_set_) > 0
+    np.testing.assert_array_equal(plain.poisoned_indexes_, np.setdiff1d(plain.stable_set_, anchors[0]))
+    assert len(spread_.poisoned_indexes_) > len(plain.poisoned_indexes_)

@@ -1,0 +1,278 @@
+"""``dift-bench``: the comparison grid (data x methods x attacks x defenses x seeds) as resumable cells, run through
+hydra launchers, then ``dift-report`` over the cells on disk.
+
+    dift-bench bench=cpu-demo                                   # conf/bench/cpu-demo.yaml, into runs/bench/cpu-demo
+    dift-bench bench=cpu root=/data/bench hydra/launcher=joblib hydra.launcher.n_jobs=2
+    dift-bench bench=paper hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1
+    dift-bench bench=my_grid.yaml bench.seeds=[0,1] --dry-run   # a grid file of one's own; print the cells
+
+A grid (``conf/bench/*.yaml``) expands into cells, each a directory ``ROOT/<name>-<hash>`` keyed by its config
+(the composed ``dift-pretrain`` config of a training cell, the source cell and defense settings of a defense cell):
+
+- phase 1, training: per data, method, attack setting and seed the undefended run, the no-poison control
+  (``attack.rate=0``: the same trigger at test time; its ACC is the clean baseline), DIFT and DIFT's ablations;
+- phase 2, post-training defenses of the undefended run (``dift-defend``): CLP, B1 and detection-only filters;
+- phase 3, B2 = CLP on B1's re-trained encoder.
+
+Each phase is one hydra multirun of ``harness.bench_cell`` over the unfinished cells, with the launcher named on
+the command line (``hydra/launcher=...``: basic, i.e. one cell after the other, by default). A finished cell is
+skipped; an unfinished one resumes from its checkpoints; a failed one is reported (its ``cell.log``) and does not
+stop the others; a cell whose source failed waits for the next run. The report is then regenerated from the run
+directories alone (``dift-report ROOT``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dift_plugin.errors import DiftUserError
+from harness.data import pin_data_root
+from harness.pretrain import package_versions, write_json
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PHASES = ("training", "post-training defenses", "defenses of re-trained runs")
+POST_DEFENSES = ("clp", "b1", "b2")
+GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
+             "ablations", "ablation_seeds", "defense_overrides", "deviations")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid. ``args`` follow ``python -m``; ``{root}`` and ``{dir}`` stand for the grid's root and
+    the cell's directory. ``source``: the key of the run a post-training defense defends."""
+
+    key: str
+    phase: int
+    role: str  # none | control | dift | an ablation's name | clp | b1 | b2 | filter_<algorithm>
+    data: str
+    method: str
+    attack: str  # the attack setting's label
+    seed: int
+    args: tuple[str, ...]
+    source: str | None = None
+    needs: tuple[str, ...] = field(default=())  # cells that must be finished first
+
+    def done(self, root: Path) -> bool:
+        return finished(root / self.key, self.phase > 0)
+
+
+def finished(cell_dir: Path, defense: bool) -> bool:
+    """A training cell is finished when its ``metrics.json`` exists; a defense cell when it has its defense block."""
+    path = cell_dir / "metrics.json"
+    if not path.exists():
+        return False
+    return not defense or isinstance(json.loads(path.read_text()).get("defense"), dict)
+
+
+def load_bench(spec: str, overrides: list[str]) -> DictConfig:
+    """``conf/bench/<spec>.yaml`` (or the YAML file ``spec``) with ``bench.KEY=VALUE`` overrides."""
+    path = Path(spec) if spec.endswith((".yaml", ".yml")) else CONF_DIR / "bench" / f"{spec}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (CONF_DIR / "bench").glob("*.yaml")))
+        raise DiftUserError(f"bench={spec}: no such grid; choose one of {known}, or pass a YAML file")
+    cfg = OmegaConf.load(path)
+    unknown = sorted({o.split("=")[0].split(".")[0] for o in overrides} - set(GRID_KEYS))
+    if unknown:
+        raise DiftUserError(f"bench.{unknown[0]}: not a grid key; the keys are {', '.join(GRID_KEYS)}")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except Exception as e:  # noqa: BLE001 - OmegaConf's errors name the key
+        raise DiftUserError(f"bench={spec}: {e}") from e
+    for key in ("name", "data", "methods", "attacks", "seeds"):
+        if not cfg.get(key):
+            raise DiftUserError(f"bench={spec}: `{key}` is missing or empty")
+    unknown = set(cfg.get("defenses") or []) - {"dift", *POST_DEFENSES}
+    if unknown:
+        raise DiftUserError(f"bench={spec}: unknown defenses {sorted(unknown)}; choose from dift, clp, b1, b2")
+    if "b2" in (cfg.get("defenses") or []) and "b1" not in cfg.defenses:
+        raise DiftUserError(f"bench={spec}: b2 re-uses B1's run: list b1 too")
+    return cfg
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _as_list(value: ListConfig | list | None) -> list[str]:
+    return [str(v) for v in (value or [])]
+
+
+def plan(bench: DictConfig) -> list[Cell]:
+    """The grid's cells, training first; keyed by the composed config (training) or the defended cell (defenses).
+    Composing every training config here also refuses a bad override before anything runs."""
+    cells: list[Cell] = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for entry, method, attack, seed in itertools.product(bench.data, bench.methods, bench.attacks, bench.seeds):
+            data = str(entry if isinstance(entry, str) else entry.name)
+            label = str(attack.get("label") or attack.name)
+            base = [*_as_list(bench.get("base")), f"data={data}",
+                    *([] if isinstance(entry, str) else _as_list(entry.get("overrides"))),
+                    f"method={method}", f"attack={attack.name}", *_as_list(attack.get("overrides")), f"seed={seed}"]
+            keys = {}
+            for role, extra in _training_roles(bench, int(seed)).items():
+                try:
+                    cfg = compose(config_name="pretrain", overrides=[*base, *extra])
+                except Exception as e:  # noqa: BLE001 - hydra names the bad override
+                    raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
+                keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
+                cells.append(Cell(keys[role], 0, role, data, str(method), label, int(seed),
+                                  ("harness.pretrain", *base, *extra, "trainer.enable_progress_bar=false",
+                                   "hydra.run.dir={dir}")))
+            cells += _post_training(bench, keys["none"], data, str(method), label, int(seed))
+    return cells
+
+
+def _training_roles(bench: DictConfig, seed: int) -> dict[str, list[str]]:
+    """The training cells of one setting and seed: role -> overrides on top of the setting's."""
+    roles = {"none": []}
+    if bench.get("control", True):
+        roles["control"] = ["attack.rate=0"]
+    if "dift" in _as_list(bench.get("defenses")):
+        roles["dift"] = ["defense=dift"]
+    if bench.get("ablation_seeds") is None or seed in bench.ablation_seeds:
+        roles.update({str(k): ["defense=dift", *_as_list(v)] for k, v in (bench.get("ablations") or {}).items()})
+    return roles
+
+
+def _post_training(bench: DictConfig, source: str, data: str, method: str, label: str, seed: int) -> list[Cell]:
+    """CLP, B1, the detection-only filters (phase 2) and B2 (phase 3) of the undefended run ``source``."""
+    defenses = _as_list(bench.get("defenses"))
+    settings = {d: [f"defense={d}"] for d in defenses if d in ("clp", "b1")}
+    settings.update({f"filter_{a}": ["defense=filter", f"defense.filter.algorithm={a}"]
+                     for a in _as_list(bench.get("detection"))})
+    shared = _as_list(bench.get("defense_overrides"))  # e.g. defense.u=2.5, given to every defense that has the key
+    cells: list[Cell] = []
+
+    def add(phase: int, role: str, extra: list[str], needs: tuple[str, ...]) -> str:
+        args = _defend_args(source, role, extra, shared)
+        key = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(source + repr(args))}"
+        cells.append(Cell(key, phase, role, data, method, label, seed, args, source, needs))
+        return key
+
+    keys = {role: add(1, role, extra, (source,)) for role, extra in settings.items()}
+    if "b2" in defenses:
+        add(2, "b2", ["defense=b2", "defense.b1_run={root}/" + keys["b1"]], (source, keys["b1"]))
+    return cells
+
+
+DEFENSE_KEYS = {"clp": ("u",), "b1": ("space", "filter"), "b2": ("u", "space", "filter"), "filter": ("space", "filter")}
+
+
+def _defend_args(source: str, role: str, extra: list[str], shared: list[str]) -> tuple[str, ...]:
+    """``dift-defend`` of the cell ``source`` with ``extra``, plus the grid's ``defense.KEY=VALUE`` overrides whose
+    key the defense has."""
+    keys = DEFENSE_KEYS[role.split("_")[0]]
+    mine = [o for o in shared if o.removeprefix("defense.").split("=")[0].split(".")[0] in keys]
+    return ("harness.defend", "{root}/" + source, *extra, *mine, "hydra.run.dir={dir}")
+
+
+def environment() -> dict:
+    """Where the grid ran: CPU model and cores, GPU (if any), package versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
+            "versions": package_versions()}
+
+
+def launch(root: Path, cells: list[Cell], launcher_args: list[str]) -> None:
+    """One hydra multirun of ``harness.bench_cell`` over ``cells`` with the given launcher settings."""
+    cmd = [sys.executable, "-m", "harness.bench_cell", "--multirun", f"root={root}",
+           "cell=" + ",".join(c.key for c in cells), *launcher_args]
+    subprocess.run(cmd, check=False)  # failures are read from the cells' directories afterwards
+
+
+def run_grid(bench: DictConfig, root: Path, launcher_args: list[str], command: str) -> dict[str, list[str]]:
+    """Run every unfinished cell, phase by phase; returns the keys of the ``failed`` and ``waiting`` cells."""
+    cells = plan(bench)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "plan.json", {"bench": OmegaConf.to_container(bench), "command": command,
+                                    "launcher": launcher_args, "environment": environment(),
+                                    "cells": [asdict(c) for c in cells]})
+    failed: list[str] = []
+    waiting: list[str] = []
+    for phase, title in enumerate(PHASES):
+        done = {c.key: c.done(root) for c in cells}
+        mine = [c for c in cells if c.phase == phase]
+        todo = [c for c in mine if not done[c.key] and all(done[n] for n in c.needs)]
+        waiting += [c.key for c in mine if not done[c.key] and c not in todo]
+        print(f"[dift-bench] phase {phase + 1} ({title}): {len(mine)} cells, {sum(done[c.key] for c in mine)} "
+              f"finished earlier, {len(todo)} to run", flush=True)
+        if todo:
+            started = time.perf_counter()
+            launch(root, todo, launcher_args)
+            failed += [c.key for c in todo if not c.done(root)]
+            print(f"[dift-bench] phase {phase + 1} took {time.perf_counter() - started:.0f} s", flush=True)
+    return {"failed": failed, "waiting": waiting}
+
+
+def split_args(argv: list[str]) -> tuple[str, list[str], Path | None, list[str], bool]:
+    """``bench=NAME``, ``bench.KEY=VALUE``, ``root=DIR``, hydra launcher arguments and ``--dry-run``."""
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("bench=")]
+    if len(names) != 1:
+        known = ", ".join(sorted(p.stem for p in (CONF_DIR / "bench").glob("*.yaml")))
+        raise DiftUserError(f"say which grid, once: bench=NAME ({known}) or bench=FILE.yaml")
+    roots = [Path(a.split("=", 1)[1]) for a in argv if a.startswith("root=")]
+    hydra_args = [a for a in argv if a.startswith(("hydra/", "hydra.", "+hydra"))]
+    bench_args = [a.removeprefix("bench.") for a in argv if a.startswith("bench.")]
+    unknown = [a for a in argv if not a.startswith(("bench=", "bench.", "root=", "hydra/", "hydra.", "+hydra"))
+               and a != "--dry-run"]
+    if unknown:
+        raise DiftUserError(f"unknown argument(s) {unknown}: give bench=NAME, bench.KEY=VALUE, root=DIR, "
+                            "hydra/launcher=NAME, hydra.launcher.KEY=VALUE")
+    return names[0], bench_args, roots[-1] if roots else None, hydra_args, "--dry-run" in argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    try:
+        pin_data_root()
+        name, bench_args, root, launcher_args, dry_run = split_args(argv)
+        bench = load_bench(name, bench_args)
+        root = (root or Path("runs") / "bench" / str(bench.name)).resolve()
+        if dry_run:
+            for c in plan(bench):
+                print(f"phase {c.phase + 1}  {'done' if c.done(root) else 'todo'}  {c.key}")
+            return
+        status = run_grid(bench, root, launcher_args, " ".join(["dift-bench", *argv]))
+    except DiftUserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    from harness.report import write_report
+
+    out = write_report(root)
+    for kind in ("failed", "waiting"):
+        if status[kind]:
+            print(f"[dift-bench] {len(status[kind])} cell(s) {kind}: " + ", ".join(status[kind])
+                  + (" (see each cell's cell.log; run the same command again to retry)" if kind == "failed" else
+                     " (their source run is not finished)"), file=sys.stderr)
+    print(f"[dift-bench] report: {out / 'README.md'}")
+    if status["failed"] or status["waiting"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""dift-bench (the grid, on hydra launchers) and dift-report (tables and figures from the cell directories)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from dift_plugin.errors import DiftUserError
+from harness.bench import load_bench, plan
+from tests.conftest import CONF_DIR
+
+REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "cost") for ext in ("md", "csv")] + [
+    "fig3.png", "fig5.png", "cells.csv", "README.md"]
+
+
+def bench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "harness.bench", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def num(value):
+    return None if value in ("", None) else float(value)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_root):
+    """bench=cpu-smoke run to the end with the joblib launcher and 2 workers."""
+    root = tmp_path_factory.mktemp("bench") / "smoke"
+    args = ("bench=cpu-smoke", f"root={root}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    result = bench(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, args
+
+
+def test_smoke_grid_writes_every_report_with_numbers_in_range(smoke):
+    root, _ = smoke
+    out = root / "report"
+    for name in REPORT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    cells = rows(out / "cells.csv")
+    assert cells and all(c["status"] == "finished" for c in cells)
+    assert {c["role"] for c in cells} == {"none", "control", "dift", "dift_no_spreading", "dift_no_finetune",
+                                          "dift_paper_spreading", "clp", "b1", "b2", "filter_optics"}
+    for table in ("table1", "table2", "cells"):
+        for r in rows(out / f"{table}.csv"):
+            for key in ("acc_linear", "acc_knn", "asr_linear", "asr_knn"):
+                if num(r.get(key)) is not None:
+                    assert 0 <= num(r[key]) <= 100, (table, key, r[key])
+    # each drop is the mean over seeds of (undefended - defended), run by run
+    by = {(c["role"], int(c["seed"])): c for c in cells}
+    t2 = rows(out / "table2.csv")
+    assert {r["defense"] for r in t2} >= {"none", "clp", "b1", "b2", "dift"}
+    for r in t2:
+        if r["defense"] == "none":
+            continue
+        seeds = [s for (role, s) in by if role == r["defense"]]
+        assert int(r["seeds"]) == len(seeds)
+        for key in ("acc_linear", "asr_linear", "asr_knn"):
+            drops = [num(by[("none", s)][key]) - num(by[(r["defense"], s)][key]) for s in seeds]
+            assert num(r[f"{key}_drop"]) == pytest.approx(sum(drops) / len(drops), abs=0.011), (r["defense"], key)
+    t1 = rows(out / "table1.csv")[0]
+    excess = [num(by[("none", s)]["asr_linear"]) - num(by[("control", s)]["asr_linear"]) for s in (0, 1)]
+    assert num(t1["asr_linear_excess"]) == pytest.approx(sum(excess) / 2, abs=0.011)
+    det = rows(out / "detection.csv")
+    assert {"dift_precision", "dbscan_tpr", "optics_tpr"} <= set(det[0])
+    assert "cpu-smoke" in (out / "README.md").read_text() and "hydra/launcher=joblib" in (out / "README.md").read_text()
+
+
+def test_a_second_run_recomputes_nothing_and_regenerates_identical_tables(smoke):
+    root, args = smoke
+    out = root / "report"
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    before = {name: (out / name).read_bytes() for name in REPORT_FILES if not name.endswith(".png")}
+    result = bench(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 to run" in result.stdout and "to run" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == stamps
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, data_root):
+    grid = yaml.safe_load((CONF_DIR / "bench" / "cpu-smoke.yaml").read_text())
+    grid.update(name="broken", seeds=[0], control=False, defenses=["clp"], detection=[], ablation_seeds=None,
+                ablations={"dift_broken": ["dift.detector.k=100000"]})  # composes; fails inside the run
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    result = bench(f"bench={path}", f"root={tmp_path / 'grid'}")
+    assert result.returncode == 1
+    assert "1 cell(s) failed" in result.stderr and "dift_broken" in result.stderr
+    cells = {c["role"]: c["status"] for c in rows(tmp_path / "grid" / "report" / "cells.csv")}
+    assert cells == {"none": "finished", "clp": "finished", "dift_broken": "unfinished"}
+
+
+def test_cells_are_keyed_by_their_config_and_bad_grids_are_refused_early():
+    grid = load_bench("cpu-smoke", [])
+    cells = plan(grid)
+    again = plan(load_bench("cpu-smoke", []))
+    assert [c.key for c in cells] == [c.key for c in again]
+    with pytest.raises(DiftUserError, match="bench.trainer: not a grid key"):
+        load_bench("cpu-smoke", ["trainer.max_epochs=5"])
+    longer = plan(load_bench("cpu-smoke", ["base=[preset=cpu,trainer.max_epochs=5]"]))
+    assert not {c.key for c in longer} & {c.key for c in cells}
+    assert len({c.key for c in cells}) == len(cells)
+    b2 = next(c for c in cells if c.role == "b2")
+    b1 = next(c for c in cells if c.role == "b1" and c.seed == b2.seed)
+    assert b2.phase == 2 and b1.key in b2.needs
+    with pytest.raises(DiftUserError, match="cell simclr/sslbackdoor/none/seed 0"):
+        plan(load_bench("cpu-smoke", ["base=[preset=cpu,optimizer.nosuch=1]"]))
+    with pytest.raises(DiftUserError, match="unknown defenses"):
+        load_bench("cpu-smoke", ["defenses=[dbscan]"])
+    with pytest.raises(DiftUserError, match="no such grid"):
+        load_bench("nosuch", [])
+
+
+def test_unknown_bench_keys_are_refused():
+    result = bench("bench=cpu-smoke", "trainer.max_epochs=5", "--dry-run")
+    assert result.returncode == 2 and "unknown argument" in result.stderr
+
+
+def test_the_slurm_launcher_config_composes():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="bench_cell", return_hydra_config=True,
+                      overrides=["root=/tmp/grid", "cell=a", "hydra/launcher=submitit_slurm",
+                                 "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1"])
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.partition == "gpu"
+    assert Path(cfg.hydra.sweep.dir) == Path("/tmp/grid")
+
+
+def test_every_shipped_grid_plans(data_root):
+    for path in sorted((CONF_DIR / "bench").glob("*.yaml")):
+        cells = plan(load_bench(path.stem, []))
+        assert any(c.role == "none" for c in cells), path.stem
+        json.dumps([c.args for c in cells])
+
+
+def test_report_fills_the_tables_into_a_markdown_file(smoke, tmp_path):
+    from harness.report import main as report_main
+
+    root, _ = smoke
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n<!-- cpu-smoke:table2 -->\nstale\n<!-- /cpu-smoke:table2 -->\ntail\n")
+    report_main([str(root), "--into", str(doc)])
+    text = doc.read_text()
+    assert "stale" not in text and (root / "report" / "table2.md").read_text() in text and text.endswith("tail\n")
