@@ -27,6 +27,7 @@ class DetectorConfig:
     min_separation: float = 2.0
     patience: int = 2
     tolerance: float = 0.0
+    min_rounds: int = 2
     spreading: str = "graph"
     graph_k: int = 20
     alpha: float = 0.5
@@ -98,6 +99,12 @@ class DIFTConfig:
             raise DIFTConfigError(
                 f"dift.{key}={getattr(self, key)} is not an epoch of this run (0-based, trainer.max_epochs="
                 f"{max_epochs}): DIFT would never decide; use a value below {max_epochs}")
+        rounds = sum(self.detects_after(e, max_epochs) for e in range(self.start_epoch, last + 1))
+        if rounds < self.detector.min_rounds:
+            raise DIFTConfigError(
+                f"dift.detector.min_rounds={self.detector.min_rounds} needs that many detection epochs, but this run "
+                f"has {rounds} (epochs {self.start_epoch}..{last}, every {self.detect_every}): DIFT could never act; "
+                f"set a later dift.stop_epoch or dift.detector.min_rounds={rounds}")
 
 
 SPREADINGS = ("graph", "sklearn", "none")  # ours (sparse kNN graph), the paper's (scikit-learn's dense RBF), none
@@ -169,7 +176,7 @@ def _check_ranges(cfg: Any, where: str) -> None:
         if hasattr(cfg, key):
             need(getattr(cfg, key) in choices, key, f"one of {', '.join(choices)}")
     positive = {"k", "patience", "graph_k", "spread_max_iter", "batch_size", "anchors_per_class", "embed_batch_size",
-                "detect_every"}
+                "detect_every", "min_rounds"}
     for key in positive & {f.name for f in dataclasses.fields(cfg)}:
         need(getattr(cfg, key) >= 1, key, "a positive integer")
     if isinstance(cfg, DIFTConfig):

@@ -3,10 +3,10 @@
 Per epoch (``partial_fit``): kNN density (Eqs. 4-5) -> densest candidates -> anchor filtering by MinDist (Eq. 6)
 and a 2-component GMM -> intersection with the previous epoch's set until it stabilises; then label spreading
 on the sparse kNN graph grows the stable set into the detected set ``poisoned_indexes_``. An epoch whose filter
-keeps nothing (abstains) empties the intersection and the next one starts afresh; ``recent_indexes_`` spreads
-the stable set of the last epoch that did not abstain — what a caller that must decide now (DIFT at its
-``stop_epoch``) uses. (An epoch whose kept set is disjoint from the previous set empties both: that group was
-transient.)
+keeps nothing (abstains) brings no evidence: the set and its stability stay as they were. A kept set disjoint from
+the set so far restarts it (the earlier group was transient). ``recent_indexes_`` spreads the set once it has
+been intersected over at least ``min_rounds`` epochs whose filter kept something (empty before) — what a caller
+that must decide now (DIFT at its ``stop_epoch``) uses, so that one epoch's transient dense group is never acted on.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search,
 from dift_plugin.intersection import StabilityTracker, intersect
 from dift_plugin.spreading import normalized_graph, rbf_knn_graph, self_consistent_prior, sklearn_spreading, spread
 
-STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "recent_set_" optional (added later)
+STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "rounds" optional (added later)
 
 
 class DIFTDetector:
@@ -36,7 +36,10 @@ class DIFTDetector:
         k: neighbours for the density rho = 1 / d_k (Eq. 5).
         candidate_fraction: share of N kept as the densest candidates.
         min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
-        patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs.
+        patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs
+            whose filter kept something.
+        min_rounds: epochs whose filter kept something that the set must have been intersected over before
+            ``recent_indexes_`` acts on it (1: one epoch's finding is enough).
         spreading: "graph" (ours), "sklearn" (the paper's: scikit-learn's dense RBF defaults, argmax) or "none"
             (no spreading: the detected set is the stable set; the paper's "w/o label spreading" ablation).
         graph_k, alpha, spread_threshold: label spreading on the ``graph_k``-NN RBF graph with clamping ``alpha``;
@@ -49,7 +52,8 @@ class DIFTDetector:
 
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
                  min_separation: float = _D.min_separation, patience: int = _D.patience,
-                 tolerance: float = _D.tolerance, spreading: str = _D.spreading, graph_k: int = _D.graph_k,
+                 tolerance: float = _D.tolerance, min_rounds: int = _D.min_rounds, spreading: str = _D.spreading,
+                 graph_k: int = _D.graph_k,
                  alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold,
                  spread_max_iter: int = _D.spread_max_iter,
                  backend: str = _D.backend, random_state: int | None = 0) -> None:
@@ -58,6 +62,7 @@ class DIFTDetector:
         self.min_separation = min_separation
         self.patience = patience
         self.tolerance = tolerance
+        self.min_rounds = min_rounds
         self.spreading = spreading
         self.graph_k = graph_k
         self.alpha = alpha
@@ -91,21 +96,24 @@ class DIFTDetector:
             self.kept_ = self.candidates_[result.kept]
             self.filter_reason_ = result.reason
         with self._timed("intersection"):
-            self.stable_set_ = intersect(self.stable_set_ if self.tracker_.sizes else None, self.kept_)
-            self.is_stable_ = self.tracker_.update(len(self.stable_set_))
-            if len(self.kept_):  # an abstaining filter (kept nothing) leaves the evidence as it was
-                self.recent_set_ = self.stable_set_
+            if len(self.kept_):  # S_t = S_{t-1} ∩ K_t; an abstaining filter (kept nothing) leaves S as it was
+                self.stable_set_ = intersect(self.stable_set_ if self.rounds_ else None, self.kept_)
+                self.rounds_ += 1
+                if len(self.stable_set_) == 0:  # disjoint from the set so far: restart from this epoch's
+                    self.stable_set_, self.rounds_ = np.unique(self.kept_), 1
+                self.is_stable_ = self.tracker_.update(len(self.stable_set_))
+            self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         with self._timed("spreading"):
             self.poisoned_indexes_, self.spread_score_ = self._spread(x, neighbours, anchors, self.stable_set_)
-            self.recent_indexes_ = (self.poisoned_indexes_ if np.array_equal(self.recent_set_, self.stable_set_)
-                                    else self._spread(x, neighbours, anchors, self.recent_set_)[0])
+            self.recent_indexes_ = (self.poisoned_indexes_ if len(self.recent_set_)
+                                    else np.zeros(0, dtype=np.int64))
         self.n_epochs_ = len(self.tracker_.sizes)
         return self
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The state that ``partial_fit`` carries across epochs, as a plain dict of arrays (for checkpoints)."""
         return {"stable_set_": np.asarray(getattr(self, "stable_set_", np.zeros(0, np.int64))),
-                "recent_set_": np.asarray(getattr(self, "recent_set_", np.zeros(0, np.int64))),
+                "rounds": np.asarray(getattr(self, "rounds_", 0)),
                 "sizes": np.asarray(self.tracker_.sizes if hasattr(self, "tracker_") else [], dtype=np.int64),
                 "streak": np.asarray(self.tracker_.streak if hasattr(self, "tracker_") else 0),
                 "n_samples": np.asarray(getattr(self, "n_samples_", -1))}
@@ -117,8 +125,9 @@ class DIFTDetector:
             raise ValueError(f"detector state lacks {missing}: pass the dict returned by get_state()")
         self._reset()
         self.stable_set_ = np.asarray(state["stable_set_"], dtype=np.int64)
-        self.recent_set_ = np.asarray(state.get("recent_set_", self.stable_set_), dtype=np.int64)
         self.tracker_.sizes = [int(s) for s in np.asarray(state["sizes"]).ravel()]
+        self.rounds_ = int(state.get("rounds", len(self.tracker_.sizes)))
+        self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         self.tracker_.streak = int(state["streak"])
         self.n_samples_ = int(state["n_samples"])
         self.is_stable_ = self.tracker_.is_stable
@@ -149,6 +158,7 @@ class DIFTDetector:
         self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance)
         self.stable_set_ = np.zeros(0, dtype=np.int64)
         self.recent_set_ = np.zeros(0, dtype=np.int64)
+        self.rounds_ = 0
         self.is_stable_ = False
 
     @contextmanager

@@ -226,18 +226,38 @@ def test_bad_inputs_raise_clear_errors():
         draw_anchors(np.array([0, 0, 1]), 10)
 
 
-def test_an_epoch_without_signal_empties_the_set_but_recent_indexes_keep_the_last_finding():
+def test_an_abstaining_epoch_keeps_the_set_and_one_epoch_alone_is_never_acted_on():
     x, labels, poisoned = classes_with_cluster()
     clean, _, _ = classes_with_cluster(poison_share=0.0)  # same classes, no cluster: the filter keeps nothing
     anchors = anchors_for(labels, poisoned)
     det = DIFTDetector().partial_fit(x, *anchors)
-    found = det.poisoned_indexes_
-    assert precision_recall(found, poisoned)[1] >= 0.95
+    found = det.stable_set_.copy()
+    assert precision_recall(det.poisoned_indexes_, poisoned)[1] >= 0.95
+    assert len(det.recent_indexes_) == 0  # one epoch's finding is not yet confirmed
     det.partial_fit(clean, *anchors)
-    assert len(det.stable_set_) == len(det.poisoned_indexes_) == 0
-    assert precision_recall(det.recent_indexes_, poisoned)[0] >= 0.95  # spread on this epoch's graph
+    assert len(det.kept_) == 0
+    np.testing.assert_array_equal(det.stable_set_, found)  # no evidence: the set stays
+    assert len(det.recent_indexes_) == 0 and det.rounds_ == 1
+    det.partial_fit(x, *anchors)
+    assert det.rounds_ == 2 and precision_recall(det.recent_indexes_, poisoned)[0] >= 0.95
     restored = DIFTDetector().set_state(det.get_state())
     np.testing.assert_array_equal(restored.recent_set_, det.recent_set_)
+
+
+def test_transient_dense_groups_on_clean_data_are_never_confirmed():
+    """Clean data whose densest candidates form a different tight benign group each epoch (the false positives
+    of DIFT on a no-poison run): each kept set restarts the set, nothing is ever acted on."""
+    x, labels, _ = classes_with_cluster(n=3000, poison_share=0.0)
+    anchors = anchors_for(labels, np.zeros(0, dtype=np.int64))
+    rng = np.random.default_rng(5)
+    groups = np.setdiff1d(rng.permutation(3000), anchors[0])[:120].reshape(3, 40)  # disjoint
+    det = DIFTDetector()
+    for decoy in groups:
+        xe = x.copy()
+        xe[decoy] = rng.normal(size=32) * 3 + 0.1 * rng.normal(size=(len(decoy), 32))
+        det.partial_fit(xe, *anchors)
+        assert np.isin(decoy, det.kept_).mean() > 0.9 and det.rounds_ == 1
+        assert len(det.recent_indexes_) == 0
 
 
 def test_without_spreading_the_detected_set_is_the_stable_set():

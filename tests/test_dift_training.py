@@ -24,7 +24,7 @@ from tests.test_pretrain import cli, kill_and_resume
 
 # A 24x24 trigger on 5 % of 512 images: dense enough for DIFT to flag from the first epochs of a tiny model;
 # DIFT decides after the third epoch at the latest.
-FORCED = ("defense=dift", "dift.stop_epoch=2", "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
+FORCED = ("defense=dift", "dift.stop_epoch=2", "dift.detector.min_rounds=1", "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
 
 
 def fit(cfg, run_dir):
