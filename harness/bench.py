@@ -128,8 +128,7 @@ def plan(bench: DictConfig) -> list[Cell]:
                     raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
                 keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
                 cells.append(Cell(keys[role], 0, role, data, str(method), label, int(seed),
-                                  ("harness.pretrain", *base, *extra, "trainer.enable_progress_bar=false",
-                                   "hydra.run.dir={dir}")))
+                                  ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))
             cells += _post_training(bench, keys["none"], data, str(method), label, int(seed))
     return cells
 

@@ -37,7 +37,7 @@ def run_cell(root: Path, key: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "cell.json", spec)
     cmd = [sys.executable, "-m", *(a.format(root=root, dir=out) for a in cell.args)]
-    print(f"[cell] {key}: started", flush=True)
+    print(f"[cell] {key}: started (follow it: tail -f {out / 'cell.log'})", flush=True)
     started = time.perf_counter()
     with (out / "cell.log").open("a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
