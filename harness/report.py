@@ -241,6 +241,9 @@ def cost(groups: dict) -> list[dict]:
             row["total_s"], row["total_s_std"] = mean_std([total(p) for p in per_seed.values()])
             ratios = [total(p) / total(seconds(none[s], "none")) for s, p in per_seed.items() if s in none]
             row["ratio"], row["ratio_std"] = (mean_std([round(r, 4) for r in ratios]) if ratios else (None, None))
+            # a resumed run's fit_time_s covers only its last session; a post-training defense counts its source's
+            row["resumed_runs"] = sum(bool(m.get("resumed")) or (isinstance(m.get("defense"), dict) and bool(
+                none.get(s, {}).get("resumed"))) for s, m in runs.items())
             rows.append(row)
     return rows
 
@@ -251,6 +254,8 @@ def cost_md(rows: list[dict]) -> str:
     for r in rows:
         phases = ", ".join(f"{k.removesuffix(' s')} {v:.0f}" for k, v in r.items() if k.endswith(" s"))
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        if r["resumed_runs"]:
+            ratio += f" ({r['resumed_runs']} resumed: seconds of the last session only)"
         lines.append(f"| {r['data']} | {r['method']} | {r['attack']} | {r['defense']} | {r['seeds']} | {phases} | "
                      f"{fmt(r['total_s'], r['total_s_std'], r['seeds'], digits=0)} | {ratio} |")
     return "\n".join(lines)

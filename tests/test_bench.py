@@ -151,3 +151,16 @@ def test_report_fills_the_tables_into_a_markdown_file(smoke, tmp_path):
     report_main([str(root), "--into", str(doc)])
     text = doc.read_text()
     assert "stale" not in text and (root / "report" / "table2.md").read_text() in text and text.endswith("tail\n")
+
+
+def test_the_cost_table_marks_runs_whose_seconds_cover_only_their_last_session():
+    from harness.report import cost, cost_md
+
+    none = {"fit_time_s": 100.0, "resumed": True}
+    b1 = {"defense": {"time_s": {"training": 100.0, "detection": 1.0, "retraining": 90.0}}, "resumed": False}
+    dift = {"fit_time_s": 110.0, "resumed": False, "dift": {"time_s": {"embedding": 5.0}}}
+    rows = cost({("cifar10", "simclr", "ssl"): {"none": {0: none}, "b1": {0: b1}, "dift": {0: dift}}})
+    by = {r["defense"]: r for r in rows}
+    assert by["none"]["resumed_runs"] == 1 and by["b1"]["resumed_runs"] == 1 and by["dift"]["resumed_runs"] == 0
+    assert by["b1"]["ratio"] == 1.91 and by["dift"]["ratio"] == 1.1
+    assert "resumed" in cost_md(rows).splitlines()[3] and "resumed" not in cost_md(rows).splitlines()[4]
