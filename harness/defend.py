@@ -79,6 +79,14 @@ def detection_block(flagged: np.ndarray, data, n: int) -> dict:  # noqa: ANN001
     return block
 
 
+def save_config(out: Path, cfg: DictConfig, dcfg: DictConfig) -> None:
+    """The source run's config with this defense's block, as ``out/config.yaml``."""
+    saved = copy.deepcopy(cfg)
+    OmegaConf.set_struct(saved, False)
+    saved.defense = dcfg
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
+
+
 def save_encoder(out: Path, model: torch.nn.Module) -> None:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict()}, out / "checkpoints" / "last.ckpt")
@@ -127,10 +135,7 @@ def defend_filter(source: Path, dcfg: DictConfig, out: Path) -> dict:
     cfg, data, flagged, block = flag(source, dcfg)
     out.mkdir(parents=True, exist_ok=True)
     write_detected(out / "filter_detected.csv", flagged.tolist(), data.ssl_train)
-    saved = copy.deepcopy(cfg)
-    OmegaConf.set_struct(saved, False)
-    saved.defense = dcfg
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
+    save_config(out, cfg, dcfg)
     block["time_s"] = {"training": source_time(src_metrics), **block["time_s"]}
     result = {**{k: src_metrics[k] for k in (*IDENTITY, *SCORES) if k in src_metrics}, "defense": block}
     write_json(out / "metrics.json", result)
@@ -161,10 +166,7 @@ def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
 def write_defended(out: Path, cfg: DictConfig, dcfg: DictConfig, src_metrics: dict, metrics: dict, block: dict,
                    model: torch.nn.Module) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    saved = copy.deepcopy(cfg)
-    OmegaConf.set_struct(saved, False)
-    saved.defense = dcfg
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
+    save_config(out, cfg, dcfg)
     save_encoder(out, model)
     result = {**metrics, **{k: src_metrics[k] for k in IDENTITY if k in src_metrics}, "defense": block}
     write_json(out / "metrics.json", result)
