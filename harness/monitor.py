@@ -55,6 +55,10 @@ class AttackMonitor(pl.Callback):
                 rho = local_density(knn_distance(knn_search(x, self.k, backend="exact")))
                 row.update({f"{space}_{key}": v for key, v in density_rank_stats(rho, self.poisoned).items()})
         self.history.append(row)
+        asr = f", ASR lin {row['asr_linear']:.1f} / kNN {row['asr_knn']:.1f} %" if "asr_linear" in row else ""
+        rank = (f", poisoned median density rank projector {row['projector_median_rank_pct']:.1f} / backbone "
+                f"{row['backbone_median_rank_pct']:.1f} %" if "projector_median_rank_pct" in row else "")
+        pl_module.print(f"monitor epoch {epoch}: ACC lin {row['acc_linear']:.1f} / kNN {row['acc_knn']:.1f} %{asr}{rank}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import os
 import signal
@@ -87,11 +89,14 @@ def test_cli_errors_are_clear(tmp_path):
 def attacked_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("attacked")
     cfg = make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=8", "monitor.every=1")
-    return run_dir, run(cfg, run_dir)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        metrics = run(cfg, run_dir)
+    return run_dir, metrics, printed.getvalue()
 
 
 def test_attacked_run_reports_asr_and_density_of_the_poisoned(attacked_run, data_root):
-    run_dir, metrics = attacked_run
+    run_dir, metrics, printed = attacked_run
     poisoned = np.load(run_dir / "poisoned_indexes.npy")
     assert metrics["poisoned_samples"] == len(poisoned) == 25  # 5 % of 512
     assert {"asr_linear", "asr_knn", "asr_linear_all", "asr_knn_all"} <= set(metrics)
@@ -102,10 +107,14 @@ def test_attacked_run_reports_asr_and_density_of_the_poisoned(attacked_run, data
         assert f"{space}_median_rank_pct" in rows[-1]
     plot_curves([run_dir], run_dir / "curves.png")
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # each checkpoint is printed as it happens, so a long run shows whether the backdoor is implanting
+    assert [line.split(":")[0] for line in printed.splitlines() if line.startswith("monitor")] == \
+        ["monitor epoch 0", "monitor epoch 1"]
+    assert f"ASR lin {metrics['asr_linear']:.1f} / kNN {metrics['asr_knn']:.1f} %" in printed
 
 
 def test_dift_detect_audits_a_run(attacked_run, data_root):
-    run_dir, _ = attacked_run
+    run_dir = attacked_run[0]
     detect_main([str(run_dir)])
     summary = json.loads((run_dir / "detect" / "summary.json").read_text())
     assert summary["true_poisoned"] == 25 and {"precision", "recall"} <= set(summary["after_spreading"])
@@ -113,7 +122,7 @@ def test_dift_detect_audits_a_run(attacked_run, data_root):
 
 
 def test_evaluate_run_reproduces_the_run_and_takes_other_triggers(attacked_run, data_root, capsys):
-    run_dir, metrics = attacked_run
+    run_dir, metrics, _ = attacked_run
     evaluate_run_main([str(run_dir), "attack.rate=0.05", "--out", str(run_dir / "again.json")])
     again = json.loads((run_dir / "again.json").read_text())
     for key in ("acc_linear", "acc_knn", "asr_linear", "asr_knn"):
