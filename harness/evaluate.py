@@ -16,12 +16,14 @@ from harness.augment import Normalize
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: torch.Tensor, normalize: Normalize, batch_size: int = 512,
                      device: torch.device | str = "cpu", desc: str | None = None) -> torch.Tensor:
-    """Embed un-augmented images (uint8 or float in [0, 1]) with ``encoder`` in eval mode; returns CPU float32."""
+    """Embed un-augmented images (uint8 or float in [0, 1]) with ``encoder`` in eval mode; returns CPU float32.
+    ``desc`` names a progress bar, drawn on a terminal only (not into a log file)."""
     was_training = encoder.training
     encoder.eval()
     normalize = normalize.to(device)
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=desc is None, leave=False):
+    bar_off = True if desc is None else None  # None: tqdm draws only on a terminal
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=bar_off, leave=False):
         x = normalize(images[start:start + batch_size].to(device))
         out.append(encoder(x).float().cpu())
     encoder.train(was_training)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from harness.augment import Normalize
-from harness.evaluate import attack_success_rate, evaluate_encoder, knn_predict
+from harness.evaluate import attack_success_rate, evaluate_encoder, extract_features, knn_predict
 
 
 def blobs(n_per_class, num_classes=3, dim=8, seed=0):
@@ -45,3 +45,12 @@ def test_evaluate_encoder_reports_acc_and_asr():
     assert m["acc_linear"] == 100.0 and m["acc_knn"] == 100.0
     assert m["asr_linear"] == 100.0 and m["asr_knn"] == 100.0
     assert m["asr_knn_all"] == 100.0
+
+
+def test_embedding_progress_bars_stay_out_of_log_files(capfd):
+    # a run's stdout / stderr redirected to a file (benchmarks, dift-bench cells) is not a terminal: no bars
+    imgs = torch.rand(8, 3, 4, 4)
+    feats = extract_features(Flatten(), imgs, Normalize([0.0] * 3, [1.0] * 3), batch_size=2, desc="embed train")
+    assert feats.shape == (8, 48)
+    out, err = capfd.readouterr()
+    assert "embed train" not in out + err
