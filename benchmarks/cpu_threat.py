@@ -27,7 +27,7 @@ import torch
 
 from dift_plugin.images import to_float
 from harness.augment import Normalize
-from harness.evaluate import extract_features
+from harness.evaluate import extract_features, knn_predict
 from harness.experiment import load_run, prepare_data
 
 OUT = Path(__file__).with_name("cpu_threat_results")
@@ -54,6 +54,19 @@ ABLATION_BASE = ("preset=cpu", "attack=sslbackdoor", "attack.rate=0.1", "attack.
                  "data.std=[0.247,0.2435,0.2616]")
 STRONGER = ("data.mean=[0,0,0]", "data.std=[1,1,1]", "method.temperature=0.5")
 COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false")
+# MoCo v2 and BYOL at the CPU preset: what the trigger does to them, and the levers tried (20 epochs, seed 0).
+TRIAL = ("trainer.max_epochs=20", "monitor.every=5")
+NO_MAX_POOL = "backbone.final_max_pool=false"
+METHOD_TRIALS = (
+    ("m_simclr", "simclr, the preset (reference)", ("method=simclr", "attack=sslbackdoor")),
+    ("m_moco", "moco, the preset", ("method=moco", "attack=sslbackdoor")),
+    ("m_moco_nomax", "moco, no max-pool before the global pool", ("method=moco", "attack=sslbackdoor", NO_MAX_POOL)),
+    ("m_moco_ce", "moco, CorruptEncoder instead of SSL-Backdoor", ("method=moco", "attack=corruptencoder")),
+    ("m_byol", "byol, the preset", ("method=byol", "attack=sslbackdoor")),
+    ("m_byol_p12", "byol, 12x12 patch", ("method=byol", "attack=sslbackdoor", "attack.params.patch_size=12")),
+    ("m_byol_nomax", "byol, no max-pool before the global pool", ("method=byol", "attack=sslbackdoor", NO_MAX_POOL)),
+    ("m_byol_ce", "byol, CorruptEncoder instead of SSL-Backdoor", ("method=byol", "attack=corruptencoder")),
+)
 
 
 @dataclass
@@ -98,6 +111,8 @@ def cells() -> list[Cell]:
                         ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
                         control=f"simclr_clean_s{seed}",
                         control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
+    for name, label, extra in METHOD_TRIALS:
+        out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL) + extra))
     for rate in (0.01, 0.025, 0.05):
         out.append(Cell("sweep", f"simclr_ssl_rate{rate}", f"{rate:.1%} of the training set",
                         ("preset=cpu", "method=simclr", "seed=0", "attack=sslbackdoor", f"attack.rate={rate}"),
@@ -109,7 +124,7 @@ def run_cell(cell: Cell, root: Path, dry_run: bool) -> bool:
     run_dir = root / cell.name
     if (run_dir / "metrics.json").exists():
         return True
-    cmd = [sys.executable, "-m", "harness.pretrain", *cell.overrides, *COMMON, f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "harness.pretrain", *COMMON, *cell.overrides, f"hydra.run.dir={run_dir}"]
     print(("would run: " if dry_run else "running: ") + " ".join(cmd[2:]), flush=True)
     if dry_run:
         return False
@@ -170,6 +185,8 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool, stored: dict[str, 
         rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
         if c.group == "ablation" and not c.name.endswith("_r0"):
             rows[c.name]["units"] = trigger_units(root / c.name)
+        if c.group == "methods":
+            rows[c.name]["geometry"] = trigger_geometry(root / c.name)
     return rows
 
 
@@ -185,7 +202,7 @@ def summary(rows: dict[str, dict], all_cells: list[Cell]) -> dict[str, dict]:
                 metrics["dift"] = {k: v for k, v in m["dift"].items() if k != "history"}
             out[c.name] = {"group": c.group, "label": c.label, "overrides": list(c.overrides), "metrics": metrics,
                            "control": {k: ctl[k] for k in ("asr_linear", "asr_knn")} if ctl else None,
-                           "units": rows[c.name].get("units")}
+                           "units": rows[c.name].get("units"), "geometry": rows[c.name].get("geometry")}
     return out
 
 
@@ -221,6 +238,30 @@ def trigger_units(run_dir: Path, n: int = 2000) -> dict[str, float]:
     c, t = stats["clean"]["features"], stats["triggered"]["features"]
     out["feature_shift"] = round(float((t - c).norm(dim=1).mean() / c.norm(dim=1).mean()), 3)
     return out
+
+
+def trigger_geometry(run_dir: Path) -> dict:
+    """Where the trigger puts images in the backbone space the evaluation reads (kNN bank: the clean labelled
+    training images): the feature norm of triggered non-target test images relative to the same clean images; the
+    share of the poisoned training images whose kNN label is the target class (do they stay with their clean
+    class, or does the trigger outweigh it?); and the classes the triggered test images are voted into (top 3)."""
+    cfg, model = load_run(run_dir)
+    data = prepare_data(cfg)
+    normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
+    target = int(cfg.attack.target_class)
+    clean = data.test.images[data.test.labels != target]
+    embed = lambda images: extract_features(model.backbone, images, normalize)  # noqa: E731
+    bank, labels = embed(data.train.images), data.train.labels
+    vote = lambda x: knn_predict(bank, labels, x, len(data.train.classes), int(cfg.eval.knn_k),  # noqa: E731
+                                 float(cfg.eval.knn_temperature))
+    feats_clean = embed(clean)
+    feats_trig = embed(data.attack.trigger(to_float(clean), seed=int(cfg.attack.test_seed)))
+    poisoned = embed(data.ssl_train.images[torch.as_tensor(data.poisoned_indexes)])
+    votes = torch.bincount(vote(feats_trig), minlength=len(data.train.classes)).double() / len(clean)
+    top = votes.argsort(descending=True)[:3]
+    return {"norm_ratio": round(float(feats_trig.norm(dim=1).mean() / feats_clean.norm(dim=1).mean()), 2),
+            "poisoned_knn_target": round(100.0 * float((vote(poisoned) == target).double().mean()), 1),
+            "triggered_votes": {data.train.classes[i]: round(100.0 * float(votes[i]), 1) for i in top.tolist()}}
 
 
 def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
@@ -286,6 +327,20 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
             f"{pm([m['acc_knn'] for m in ms])} | {pm([m['asr_linear'] for m in ms])} / "
             f"{pm([m['asr_knn'] for m in ms])} | {control} | {swings} |")
 
+    lines += ["", "### MoCo v2 and BYOL: where the trigger puts images (preset, 20 epochs, seed 0; kNN bank: the clean "
+              "training images)", "",
+              "| run | ACC lin / kNN % | ASR lin / kNN % | over the checkpoints (every 5 epochs) | triggered / clean "
+              "feature norm | poisoned training images kNN-labelled target % | triggered images voted into (top 3, %) |",
+              "|---|---|---|---|---|---|---|"]
+    for c in all_cells:
+        if c.group != "methods" or c.name not in rows:
+            continue
+        m, g = rows[c.name]["metrics"], rows[c.name].get("geometry") or {}
+        votes = ", ".join(f"{k} {v:.0f}" for k, v in g.get("triggered_votes", {}).items()) or "–"
+        lines.append(f"| {c.label} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | {m['asr_linear']:.2f} / "
+                     f"{m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')} | "
+                     f"{g.get('norm_ratio', '–')} | {g.get('poisoned_knn_target', '–')} | {votes} |")
+
     lines += ["", "### Poison share (SimCLR SSL-Backdoor, seed 0)", "",
               "| poisoned | ASR lin / kNN % | control lin / kNN % | excess lin / kNN |", "|---|---|---|---|"]
     for c in [c for c in all_cells if c.group == "sweep"] + [by_name["simclr_ssl_s0"]]:
@@ -324,7 +379,7 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("runs/cpu_threat"))
-    parser.add_argument("--only", choices=("ablation", "presets", "sweep", "dift"), action="append")
+    parser.add_argument("--only", choices=("ablation", "presets", "methods", "sweep", "dift"), action="append")
     parser.add_argument("--cells", nargs="+", help="run these cells, in this order")
     parser.add_argument("--report", action="store_true", help="write the tables from what has run; run nothing")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that are missing")
