@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=("ablation", "presets", "methods", "sweep", "dift"), action="append")
     parser.add_argument("--cells", nargs="+", help="run these cells, in this order")
     parser.add_argument("--report", action="store_true", help="write the tables from what has run; run nothing")
+    parser.add_argument("--no-report", action="store_true", help="run, then stop (a queue of single cells)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that are missing")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -396,6 +397,8 @@ def main(argv: list[str] | None = None) -> None:
         failed = [c.name for c in chosen if not run_cell(c, root, args.dry_run)]
         if failed and not args.dry_run:
             print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+        if args.no_report:
+            sys.exit(1 if failed else 0)
     stored_path = args.out.with_suffix(".json")
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     rows = collect(root, cells(), args.dry_run, stored)
