@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -395,16 +396,16 @@ def write_report(root: Path) -> Path:
     return out
 
 
-def fill_blocks(doc: Path, report: Path, grid: str) -> int:
-    """Replace each block ``<!-- GRID:NAME -->...<!-- /GRID:NAME -->`` of ``doc`` with ``report/NAME.md``; returns
-    how many were filled. Keeps the README's tables regenerated, never pasted."""
+def fill_blocks(doc: Path, blocks: Mapping[str, str]) -> int:
+    """Replace each block ``<!-- NAME -->...<!-- /NAME -->`` of ``doc`` whose NAME is a key of ``blocks`` with its
+    text; returns how many were filled. Keeps the docs' tables regenerated, never pasted."""
     text = doc.read_text()
     filled = 0
-    for name in ("table1", "table2", "detection", "cost"):
-        start, end = f"<!-- {grid}:{name} -->", f"<!-- /{grid}:{name} -->"
+    for name, body in blocks.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         if start in text and end in text:
             head, rest = text.split(start, 1)
-            text = f"{head}{start}\n{(report / f'{name}.md').read_text()}{end}{rest.split(end, 1)[1]}"
+            text = f"{head}{start}\n{body.rstrip()}\n{end}{rest.split(end, 1)[1]}"
             filled += 1
     doc.write_text(text)
     return filled
@@ -425,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     grid = json.loads((args.root / "plan.json").read_text())["bench"]["name"] if (args.root / "plan.json").exists() \
         else args.root.name
     for doc in args.into:
-        print(f"{doc}: {fill_blocks(doc, out, grid)} block(s) of {grid} filled")
+        blocks = {f"{grid}:{name}": (out / f"{name}.md").read_text() for name in ("table1", "table2", "detection", "cost")}
+        print(f"{doc}: {fill_blocks(doc, blocks)} block(s) of {grid} filled")
     print(f"report: {out / 'README.md'}")
 
 
