@@ -76,6 +76,28 @@ def finished(cell_dir: Path, defense: bool) -> bool:
     return not defense or isinstance(json.loads(path.read_text()).get("defense"), dict)
 
 
+def has_weights(cell_dir: Path) -> bool:
+    return (cell_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def reopen_stale_sources(root: Path, cells: list[Cell]) -> list[str]:
+    """Finished cells whose weights are gone (their light files carried to another machine, the checkpoints not)
+    while an unfinished cell still has to defend them: their metrics are set aside as ``metrics.stale.json`` so that
+    they run again (training is seeded: they come back the same, up to the floating-point order of another thread
+    count) and leave weights to load. Transitive: a B1 run reopened for B2 needs its own source's weights too.
+    Returns the reopened keys."""
+    reopened: list[str] = []
+    while True:
+        done = {c.key: c.done(root) for c in cells}
+        stale = sorted({n for c in cells if not done[c.key] for n in c.needs
+                        if done[n] and not has_weights(root / n)})
+        if not stale:
+            return reopened
+        for key in stale:
+            (root / key / "metrics.json").replace(root / key / "metrics.stale.json")
+            reopened.append(key)
+
+
 def load_bench(spec: str, overrides: list[str]) -> DictConfig:
     """``conf/bench/<spec>.yaml`` (or the YAML file ``spec``) with ``bench.KEY=VALUE`` overrides."""
     path = Path(spec) if spec.endswith((".yaml", ".yml")) else CONF_DIR / "bench" / f"{spec}.yaml"
@@ -208,6 +230,10 @@ def run_grid(bench: DictConfig, root: Path, launcher_args: list[str], command: s
     write_json(root / "plan.json", {"bench": OmegaConf.to_container(bench), "command": command,
                                     "launcher": launcher_args, "environment": environment(),
                                     "cells": [asdict(c) for c in cells]})
+    reopened = reopen_stale_sources(root, cells)
+    if reopened:
+        print(f"[dift-bench] {len(reopened)} finished cell(s) run again, their weights being gone while a defense of "
+              f"them is not finished: {', '.join(reopened)}", flush=True)
     failed: list[str] = []
     waiting: list[str] = []
     for phase, title in enumerate(PHASES):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,28 @@ def test_a_second_run_recomputes_nothing_and_regenerates_identical_tables(smoke)
     assert "0 to run" in result.stdout and "to run" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == stamps
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_cells_carried_without_weights_are_run_again_for_the_defenses_still_to_run(smoke, tmp_path):
+    # the light files of a grid carried to another machine (metrics, configs; no checkpoints): a defense that has
+    # not run yet needs its source's weights, so the source runs again, seeded, to the same numbers
+    root = tmp_path / "carried"
+    shutil.copytree(smoke[0], root)
+    for ckpt in root.glob("*/checkpoints"):
+        shutil.rmtree(ckpt)
+    role = {p.parent.name: (json.loads(p.read_text())["role"], json.loads(p.read_text())["seed"])
+            for p in root.glob("*/cell.json")}
+    key = {v: k for k, v in role.items()}
+    (root / key[("b2", 0)] / "metrics.json").unlink()
+    result = bench("bench=cpu-smoke", f"root={root}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 finished cell(s) run again" in result.stdout
+    for again in (key[("b1", 0)], key[("none", 0)]):  # B2 defends B1's run, which defends the undefended one
+        old, new = (json.loads((root / again / f"metrics{s}.json").read_text()) for s in (".stale", ""))
+        for k in ("acc_linear", "acc_knn", "asr_linear", "asr_knn"):  # seeded; the fixture ran 2 cells at a time,
+            assert new[k] == pytest.approx(old[k], abs=1.0), (again, k)  # hence other float sums (an image or two)
+    assert "defense" in json.loads((root / key[("b2", 0)] / "metrics.json").read_text())
+    assert not (root / key[("none", 1)] / "metrics.stale.json").exists()  # nothing left to defend there
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, data_root):
