@@ -183,8 +183,10 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool, stored: dict[str, 
     for c in all_cells:
         m = load(root / c.name)
         if m is None:
-            if c.name in stored:
-                rows[c.name] = {**stored[c.name], "from": "stored"}
+            if c.name in stored:  # its control may have run since
+                ctl = stored[c.name]["control"] or control_metrics(c, root, dry_run)
+                rows[c.name] = {**stored[c.name], "from": "stored",
+                                "control": {k: ctl[k] for k in ("asr_linear", "asr_knn")} if ctl else None}
             continue
         rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
         if c.group == "ablation" and not c.name.endswith("_r0"):
