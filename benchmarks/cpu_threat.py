@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from dift_plugin.images import to_float
 from harness.augment import Normalize
 from harness.evaluate import extract_features, knn_predict
-from harness.experiment import load_run, prepare_data
+from harness.experiment import RunData, load_run, prepare_data
 from harness.report import fill_blocks
 
 OUT = Path(__file__).with_name("cpu_threat_results")
@@ -183,10 +184,9 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool, stored: dict[str, 
     for c in all_cells:
         m = load(root / c.name)
         if m is None:
-            if c.name in stored:  # its control may have run since
-                ctl = stored[c.name]["control"] or control_metrics(c, root, dry_run)
+            if c.name in stored:  # its control may have run since (``summary`` keeps the control's ASR only)
                 rows[c.name] = {**stored[c.name], "from": "stored",
-                                "control": {k: ctl[k] for k in ("asr_linear", "asr_knn")} if ctl else None}
+                                "control": stored[c.name]["control"] or control_metrics(c, root, dry_run)}
             continue
         rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
         if c.group == "ablation" and not c.name.endswith("_r0"):
@@ -213,16 +213,32 @@ def summary(rows: dict[str, dict], all_cells: list[Cell]) -> dict[str, dict]:
 
 
 @torch.no_grad()
+@dataclass
+class TriggerProbe:
+    """A finished run with its non-target clean test images (the first ``n``) and their triggered copies."""
+    cfg: DictConfig
+    model: torch.nn.Module
+    data: RunData
+    normalize: Normalize
+    clean: torch.Tensor
+    triggered: torch.Tensor
+
+
+def trigger_probe(run_dir: Path, n: int | None = None) -> TriggerProbe:
+    cfg, model = load_run(run_dir)
+    data = prepare_data(cfg)
+    clean = data.test.images[data.test.labels != int(cfg.attack.target_class)][:n]
+    triggered = data.attack.trigger(to_float(clean), seed=int(cfg.attack.test_seed))
+    return TriggerProbe(cfg, model, data, Normalize(list(cfg.data.mean), list(cfg.data.std)), clean, triggered)
+
+
 def trigger_units(run_dir: Path, n: int = 2000) -> dict[str, float]:
     """How selectively the encoder's units respond to the trigger: per stage of the backbone (each ReLU, its spatial
     maximum) and for the pooled features, the channels whose mean on triggered non-target test images exceeds the
     mean on the same clean images by more than 2 (and 5) standard deviations of the clean responses; and how far the
     trigger moves the feature vector (mean ||f(triggered) - f(clean)|| / mean ||f(clean)||)."""
-    cfg, model = load_run(run_dir)
-    data = prepare_data(cfg)
-    normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
-    clean = data.test.images[data.test.labels != int(cfg.attack.target_class)][:n]
-    triggered = data.attack.trigger(to_float(clean), seed=int(cfg.attack.test_seed))
+    probe = trigger_probe(run_dir, n)
+    model, normalize, clean, triggered = probe.model, probe.normalize, probe.clean, probe.triggered
     relus = [m for m in model.backbone.modules() if isinstance(m, torch.nn.ReLU)]
     out: dict[str, float] = {}
     responses: dict[str, list[torch.Tensor]] = {}
@@ -251,19 +267,15 @@ def trigger_geometry(run_dir: Path) -> dict:
     training images): the feature norm of triggered non-target test images relative to the same clean images; the
     share of the poisoned training images whose kNN label is the target class (do they stay with their clean
     class, or does the trigger outweigh it?); and the classes the triggered test images are voted into (top 3)."""
-    cfg, model = load_run(run_dir)
-    data = prepare_data(cfg)
-    normalize = Normalize(list(cfg.data.mean), list(cfg.data.std))
-    target = int(cfg.attack.target_class)
-    clean = data.test.images[data.test.labels != target]
-    embed = lambda images: extract_features(model.backbone, images, normalize)  # noqa: E731
+    probe = trigger_probe(run_dir)
+    cfg, data, target = probe.cfg, probe.data, int(probe.cfg.attack.target_class)
+    embed = lambda images: extract_features(probe.model.backbone, images, probe.normalize)  # noqa: E731
     bank, labels = embed(data.train.images), data.train.labels
     vote = lambda x: knn_predict(bank, labels, x, len(data.train.classes), int(cfg.eval.knn_k),  # noqa: E731
                                  float(cfg.eval.knn_temperature))
-    feats_clean = embed(clean)
-    feats_trig = embed(data.attack.trigger(to_float(clean), seed=int(cfg.attack.test_seed)))
+    feats_clean, feats_trig = embed(probe.clean), embed(probe.triggered)
     poisoned = embed(data.ssl_train.images[torch.as_tensor(data.poisoned_indexes)])
-    votes = torch.bincount(vote(feats_trig), minlength=len(data.train.classes)).double() / len(clean)
+    votes = torch.bincount(vote(feats_trig), minlength=len(data.train.classes)).double() / len(probe.clean)
     top = votes.argsort(descending=True)[:3]
     return {"norm_ratio": round(float(feats_trig.norm(dim=1).mean() / feats_clean.norm(dim=1).mean()), 2),
             "poisoned_knn_target": round(100.0 * float((vote(poisoned) == target).double().mean()), 1),
