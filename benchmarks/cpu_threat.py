@@ -212,7 +212,6 @@ def summary(rows: dict[str, dict], all_cells: list[Cell]) -> dict[str, dict]:
     return out
 
 
-@torch.no_grad()
 @dataclass
 class TriggerProbe:
     """A finished run with its non-target clean test images (the first ``n``) and their triggered copies."""
@@ -232,6 +231,7 @@ def trigger_probe(run_dir: Path, n: int | None = None) -> TriggerProbe:
     return TriggerProbe(cfg, model, data, Normalize(list(cfg.data.mean), list(cfg.data.std)), clean, triggered)
 
 
+@torch.no_grad()
 def trigger_units(run_dir: Path, n: int = 2000) -> dict[str, float]:
     """How selectively the encoder's units respond to the trigger: per stage of the backbone (each ReLU, its spatial
     maximum) and for the pooled features, the channels whose mean on triggered non-target test images exceeds the
