@@ -68,7 +68,7 @@ def main() -> None:
              "recall |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['embedding']} | {r['median_rank_pct']:.1f} | {r['candidate_precision']:.2f} | "
               f"{r['detected']} | {r['precision']:.2f} / {r['recall']:.2f} |" for r in rows]
-    print(write_results(args.out, "\n".join(lines), rows))
+    print(write_results(args.out, "\n".join(lines), rows, into=args.into))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from results import write_results
+from results import add_into, write_results
 
 OUT = Path(__file__).with_name("defenses_results")
 
@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--control", type=Path, help="the no-poison control run (same config, attack.rate=0)")
     p.add_argument("--defended", nargs="+", default=[], help="NAME=RUN_DIR for each defense")
     p.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args()
+    args = add_into(p).parse_args()
     rows = [row("none", load(args.none))]
     for item in args.defended:
         name, _, path = item.partition("=")
@@ -72,7 +72,7 @@ def main() -> None:
     print(write_results(args.out, table(rows, control), rows,
                         "Seconds: the source run's training counts towards every post-training defense; DIFT's "
                         "phases run inside its training. The runs were not timed back to back on an idle machine "
-                        "(`benchmarks/dift_cost.py` does that): read the seconds as rough."))
+                        "(`benchmarks/dift_cost.py` does that): read the seconds as rough.", args.into))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--space", choices=["projector", "backbone"], action="append")
     args = p.parse_args()
     rows = [measure(run, space) for run in args.runs for space in (args.space or ["projector"])]
-    print(write_results(args.out, table(rows), rows))
+    print(write_results(args.out, table(rows), rows, into=args.into))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from results import add_into, fill_docs
+
 OUT = Path(__file__).with_name("dift_cost_results")
 
 
@@ -45,7 +47,7 @@ def main() -> None:
     p.add_argument("--label", default="", help="what this row measures (e.g. the change being tried)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("overrides", nargs="*", help="further dift-pretrain overrides (after --)")
-    args = p.parse_args()
+    args = add_into(p).parse_args()
     shared = [o for o in args.overrides if not o.startswith("dift.")]  # dift.* only reach the defended run
     base = ["preset=cpu", f"method={args.method}", f"seed={args.seed}", "attack=sslbackdoor", *shared]
     tag = f"{args.method}_s{args.seed}"
@@ -61,17 +63,19 @@ def main() -> None:
     rows = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").exists() else []
     rows.append(row)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = [f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; `python benchmarks/dift_cost.py` "
-             "(both runs back to back, fresh directories, idle machine).", "",
-             "| date | change | method | undefended s | DIFT s | ratio | DIFT phases s | decided at epoch | "
+    lines = ["| date | change | method | undefended s | DIFT s | ratio | DIFT phases s | decided at epoch | "
              "detected (precision / recall) |", "|---" * 9 + "|"]
     for r in rows:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["dift_phases_s"].items())
         lines.append(f"| {r['date']} | {r['label'] or ' '.join(r['overrides']) or 'defaults'} | {r['method']} | "
                      f"{r['undefended_fit_s']:.0f} | {r['dift_fit_s']:.0f} | {r['ratio']:.3f} | {phases} | "
                      f"{r['decided_epoch']} of {r['epochs']} | {r['detected']} ({r['precision']} / {r['recall']}) |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = "\n".join(lines)
+    args.out.with_suffix(".md").write_text(f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; "
+                                           "`python benchmarks/dift_cost.py` (both runs back to back, fresh "
+                                           f"directories, idle machine).\n\n{table}\n")
+    fill_docs(args.into, table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,38 @@ import argparse
 import json
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from harness.report import fill_blocks
 
-def write_results(out: Path, table: str, rows: list[dict], note: str = "") -> str:
-    """``out``.md (machine, command, ``note``, ``table``) and ``out``.json (``rows``); returns the Markdown."""
+
+def write_results(out: Path, table: str, rows: list[dict], note: str = "", into: Sequence[Path] = ()) -> str:
+    """``out``.md (machine, command, ``note``, ``table``) and ``out``.json (``rows``), and ``table`` into the
+    docs ``into`` (``fill_docs``); returns the Markdown."""
     command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
     md = f"Machine: {platform.machine()}, 2 cores; command: `{command}`. {note}\n\n{table}\n"
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    fill_docs(into, table)
     return md
+
+
+def add_into(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--into", type=Path, nargs="*", default=[], metavar="DOC",
+                   help=f"Markdown files whose <!-- {Path(sys.argv[0]).stem} --> ... <!-- /{Path(sys.argv[0]).stem} "
+                        "--> block gets the table (the docs quote it regenerated, never pasted)")
+    return p
+
+
+def fill_docs(docs: Sequence[Path], table: str) -> None:
+    """Put ``table`` into the block named after the running script in each of ``docs``; a doc without that block
+    is an error (a misspelt path or a renamed block would otherwise leave the docs stale unnoticed)."""
+    name = Path(sys.argv[0]).stem
+    for doc in docs:
+        if not fill_blocks(doc, {name: table}):
+            raise SystemExit(f"{doc}: no <!-- {name} --> ... <!-- /{name} --> block to fill")
+        print(f"{doc}: <!-- {name} --> filled")
 
 
 def runs_parser(doc: str, out: Path) -> argparse.ArgumentParser:
@@ -23,4 +45,4 @@ def runs_parser(doc: str, out: Path) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="finished dift-pretrain run directories")
     p.add_argument("--out", type=Path, default=out, help="results path without suffix (.md and .json are written)")
-    return p
+    return add_into(p)

@@ -89,7 +89,7 @@ def main() -> None:
     p = runs_parser(__doc__, OUT)
     args = p.parse_args()
     rows = [r for run in args.runs for r in measure(run)]
-    print(write_results(args.out, table(rows), rows, "Cells: precision / recall / flagged."))
+    print(write_results(args.out, table(rows), rows, "Cells: precision / recall / flagged.", args.into))
 
 
 if __name__ == "__main__":
