@@ -23,21 +23,36 @@ def write_results(out: Path, table: str, rows: list[dict], note: str = "", into:
     return md
 
 
+def block_name() -> str:
+    """The block a benchmark fills in the docs: ``<!-- NAME --> ... <!-- /NAME -->``, NAME the script's name."""
+    return Path(sys.argv[0]).stem
+
+
+def into_doc(path: str) -> Path:
+    """An ``--into`` value: a Markdown file that has this script's block, checked when the command line is read
+    (before a long measurement, not after it)."""
+    doc, name = Path(path), block_name()
+    if not doc.is_file():
+        raise argparse.ArgumentTypeError(f"{doc}: no such file")
+    text = doc.read_text()
+    if f"<!-- {name} -->" not in text or f"<!-- /{name} -->" not in text:
+        raise argparse.ArgumentTypeError(f"{doc} has no <!-- {name} --> ... <!-- /{name} --> block to fill")
+    return doc
+
+
 def add_into(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--into", type=Path, nargs="*", default=[], metavar="DOC",
-                   help=f"Markdown files whose <!-- {Path(sys.argv[0]).stem} --> ... <!-- /{Path(sys.argv[0]).stem} "
-                        "--> block gets the table (the docs quote it regenerated, never pasted)")
+    p.add_argument("--into", type=into_doc, nargs="*", default=[], metavar="DOC",
+                   help=f"Markdown files whose <!-- {block_name()} --> ... <!-- /{block_name()} --> block gets the "
+                        "table (the docs quote it regenerated, never pasted)")
     return p
 
 
 def fill_docs(docs: Sequence[Path], table: str) -> None:
-    """Put ``table`` into the block named after the running script in each of ``docs``; a doc without that block
-    is an error (a misspelt path or a renamed block would otherwise leave the docs stale unnoticed)."""
-    name = Path(sys.argv[0]).stem
+    """Put ``table`` into the block named after the running script in each of ``docs`` (``into_doc`` checked
+    that they have it)."""
     for doc in docs:
-        if not fill_blocks(doc, {name: table}):
-            raise SystemExit(f"{doc}: no <!-- {name} --> ... <!-- /{name} --> block to fill")
-        print(f"{doc}: <!-- {name} --> filled")
+        fill_blocks(doc, {block_name(): table})
+        print(f"{doc}: <!-- {block_name()} --> filled")
 
 
 def runs_parser(doc: str, out: Path) -> argparse.ArgumentParser:

@@ -44,9 +44,6 @@ from harness.pretrain import package_versions, write_json
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ("training", "post-training defenses", "defenses of re-trained runs")
 POST_DEFENSES = ("clp", "b1", "b2")
-# Given to every training cell but left out of its key: how a run shows itself, not what it computes (a cell's
-# output goes to its cell.log, where Lightning's progress bar would write a line per step).
-DISPLAY_OVERRIDES = ("trainer.enable_progress_bar=false",)
 GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
              "ablations", "ablation_seeds", "defense_overrides", "deviations")
 
@@ -153,7 +150,7 @@ def plan(bench: DictConfig) -> list[Cell]:
                     raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
                 keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
                 cells.append(Cell(keys[role], 0, role, data, str(method), label, int(seed),
-                                  ("harness.pretrain", *base, *extra, *DISPLAY_OVERRIDES, "hydra.run.dir={dir}")))
+                                  ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))
             cells += _post_training(bench, keys["none"], data, str(method), label, int(seed))
     return cells
 

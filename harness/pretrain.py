@@ -129,8 +129,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
     # One file, rewritten after every epoch (no metric is monitored, so "top-1" is the latest).
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", every_n_epochs=1,
                                  enable_version_counter=False)
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # The bar redraws a line per step: on a terminal only, never into a log file (dift-bench's cell.log, nohup)
+    settings["enable_progress_bar"] = bool(settings.get("enable_progress_bar", True)) and sys.stdout.isatty()
     return pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **settings,
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="logs", version=""),
         callbacks=[*callbacks, checkpoint],

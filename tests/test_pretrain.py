@@ -150,3 +150,14 @@ def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path, data_root):
     # 512 samples / (2 ranks x batch 64) = 4 steps per epoch, half of a single process's 8.
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 8
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch, terminal):
+    # output redirected to a file (dift-bench's cell.log, nohup) would get a redrawn line per step
+    from harness.pretrain import build_trainer
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    trainer = build_trainer(make_cfg("trainer.enable_progress_bar=true"), tmp_path, [])
+    assert (trainer.progress_bar_callback is not None) == terminal
+    assert build_trainer(make_cfg("trainer.enable_progress_bar=false"), tmp_path, []).progress_bar_callback is None
