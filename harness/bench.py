@@ -44,6 +44,7 @@ from harness.pretrain import package_versions, write_json
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ("training", "post-training defenses", "defenses of re-trained runs")
 POST_DEFENSES = ("clp", "b1", "b2")
+ATTACK_KEYS = ("name", "label", "overrides", "seeds", "ablations")  # an attack setting of a grid
 GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
              "ablations", "ablation_seeds", "defense_overrides", "deviations")
 
@@ -115,6 +116,15 @@ def load_bench(spec: str, overrides: list[str]) -> DictConfig:
     for key in ("name", "data", "methods", "attacks", "seeds"):
         if not cfg.get(key):
             raise DiftUserError(f"bench={spec}: `{key}` is missing or empty")
+    for attack in cfg.attacks:
+        if not isinstance(attack, DictConfig) or not attack.get("name"):
+            raise DiftUserError(f"bench={spec}: each entry of `attacks` needs a name: {{name: sslbackdoor, ...}}")
+        extra = sorted(set(attack) - set(ATTACK_KEYS))
+        if extra:
+            raise DiftUserError(f"bench={spec}: attack setting {attack.get('label') or attack.get('name')}: unknown "
+                                f"key {extra[0]}; the keys are {', '.join(ATTACK_KEYS)}")
+        if "seeds" in attack and not attack.seeds:
+            raise DiftUserError(f"bench={spec}: attack setting {attack.get('label') or attack.name}: `seeds` is empty")
     unknown = set(cfg.get("defenses") or []) - {"dift", *POST_DEFENSES}
     if unknown:
         raise DiftUserError(f"bench={spec}: unknown defenses {sorted(unknown)}; choose from dift, clp, b1, b2")
@@ -136,14 +146,15 @@ def plan(bench: DictConfig) -> list[Cell]:
     Composing every training config here also refuses a bad override before anything runs."""
     cells: list[Cell] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for entry, method, attack, seed in itertools.product(bench.data, bench.methods, bench.attacks, bench.seeds):
+        settings = itertools.product(bench.data, bench.methods, bench.attacks)
+        for (entry, method, attack), seed in ((s, seed) for s in settings for seed in s[2].get("seeds", bench.seeds)):
             data = str(entry if isinstance(entry, str) else entry.name)
             label = str(attack.get("label") or attack.name)
             base = [*_as_list(bench.get("base")), f"data={data}",
                     *([] if isinstance(entry, str) else _as_list(entry.get("overrides"))),
                     f"method={method}", f"attack={attack.name}", *_as_list(attack.get("overrides")), f"seed={seed}"]
             keys = {}
-            for role, extra in _training_roles(bench, int(seed)).items():
+            for role, extra in _training_roles(bench, int(seed), bool(attack.get("ablations", True))).items():
                 try:
                     cfg = compose(config_name="pretrain", overrides=[*base, *extra])
                 except Exception as e:  # noqa: BLE001 - hydra names the bad override
@@ -155,14 +166,15 @@ def plan(bench: DictConfig) -> list[Cell]:
     return cells
 
 
-def _training_roles(bench: DictConfig, seed: int) -> dict[str, list[str]]:
-    """The training cells of one setting and seed: role -> overrides on top of the setting's."""
+def _training_roles(bench: DictConfig, seed: int, ablations: bool = True) -> dict[str, list[str]]:
+    """The training cells of one setting and seed: role -> overrides on top of the setting's (DIFT's ablations
+    unless the attack setting says ``ablations: false``)."""
     roles = {"none": []}
     if bench.get("control", True):
         roles["control"] = ["attack.rate=0"]
     if "dift" in _as_list(bench.get("defenses")):
         roles["dift"] = ["defense=dift"]
-    if bench.get("ablation_seeds") is None or seed in bench.ablation_seeds:
+    if ablations and (bench.get("ablation_seeds") is None or seed in bench.ablation_seeds):
         roles.update({str(k): ["defense=dift", *_as_list(v)] for k, v in (bench.get("ablations") or {}).items()})
     return roles
 

@@ -146,6 +146,28 @@ def test_cells_are_keyed_by_their_config_and_bad_grids_are_refused_early():
         load_bench("nosuch", [])
 
 
+def test_an_attack_setting_may_narrow_the_seeds_and_leave_out_the_ablations(tmp_path):
+    # the cpu grid's paper-setting rows: one seed, no ablations, every defense and the control
+    grid = yaml.safe_load((CONF_DIR / "bench" / "cpu-smoke.yaml").read_text())
+    grid["attacks"].append({"name": "sslbackdoor", "label": "small", "overrides": ["attack.rate=0.05"],
+                            "seeds": [1], "ablations": False})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    cells = plan(load_bench(str(path), []))
+    small = {(c.role, c.seed) for c in cells if c.attack == "small"}
+    assert small == {(r, 1) for r in ("none", "control", "dift", "clp", "b1", "b2", "filter_optics")}
+    main = {(c.role, c.seed) for c in cells if c.attack == "sslbackdoor"}
+    assert {s for _, s in main} == {0, 1} and ("dift_no_spreading", 0) in main
+    grid["attacks"][1]["seed"] = [0]
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(DiftUserError, match="attack setting small: unknown key seed"):
+        load_bench(str(path), [])
+    grid["attacks"][1] = {"label": "nameless"}
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(DiftUserError, match="needs a name"):
+        load_bench(str(path), [])
+
+
 def test_unknown_bench_keys_are_refused():
     result = bench("bench=cpu-smoke", "trainer.max_epochs=5", "--dry-run")
     assert result.returncode == 2 and "unknown argument" in result.stderr
