@@ -124,6 +124,11 @@ def cells() -> list[Cell]:
                         ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
                         control=f"simclr_clean_s{seed}",
                         control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
+    for size, seeds in ((10, SEEDS), (12, (0,))):  # a larger patch: is the SimCLR preset's margin then robust?
+        patch = ("attack=sslbackdoor", f"attack.params.patch_size={size}")
+        out += [Cell("presets", f"simclr_p{size}_s{seed}", f"simclr SSL-Backdoor, {size}x{size} patch",
+                     ("preset=cpu", "method=simclr", f"seed={seed}", *patch), control=f"simclr_clean_s{seed}",
+                     control_attack=patch) for seed in seeds]
     for name, label, extra in METHOD_TRIALS:
         out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL) + extra))
     for rate in (0.01, 0.025, 0.05):
@@ -156,7 +161,7 @@ def control_metrics(cell: Cell, root: Path, dry_run: bool) -> dict | None:
     clean = root / cell.control
     if not cell.control_attack:
         return load(clean)
-    path = clean / f"control_{cell.control_attack[0].split('=')[1]}.json"
+    path = clean / f"control_{'_'.join(o.split('=')[1] for o in cell.control_attack)}.json"
     if not path.exists() and load(clean) is not None and not dry_run:
         subprocess.run([sys.executable, "-m", "harness.evaluate_run", str(clean), *cell.control_attack,
                         "--out", str(path)], check=True, stdout=subprocess.DEVNULL)
