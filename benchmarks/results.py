@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.report import fill_blocks
+from harness.report import block_markers, fill_blocks, has_block
 
 
 def write_results(out: Path, table: str, rows: list[dict], note: str = "", into: Sequence[Path] = ()) -> str:
@@ -34,15 +34,14 @@ def into_doc(path: str) -> Path:
     doc, name = Path(path), block_name()
     if not doc.is_file():
         raise argparse.ArgumentTypeError(f"{doc}: no such file")
-    text = doc.read_text()
-    if f"<!-- {name} -->" not in text or f"<!-- /{name} -->" not in text:
-        raise argparse.ArgumentTypeError(f"{doc} has no <!-- {name} --> ... <!-- /{name} --> block to fill")
+    if not has_block(doc.read_text(), name):
+        raise argparse.ArgumentTypeError(f"{doc} has no {' ... '.join(block_markers(name))} block to fill")
     return doc
 
 
 def add_into(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--into", type=into_doc, nargs="*", default=[], metavar="DOC",
-                   help=f"Markdown files whose <!-- {block_name()} --> ... <!-- /{block_name()} --> block gets the "
+                   help=f"Markdown files whose {' ... '.join(block_markers(block_name()))} block gets the "
                         "table (the docs quote it regenerated, never pasted)")
     return p
 
@@ -52,7 +51,7 @@ def fill_docs(docs: Sequence[Path], table: str) -> None:
     that they have it)."""
     for doc in docs:
         fill_blocks(doc, {block_name(): table})
-        print(f"{doc}: <!-- {block_name()} --> filled")
+        print(f"{doc}: {block_markers(block_name())[0]} filled")
 
 
 def runs_parser(doc: str, out: Path) -> argparse.ArgumentParser:

@@ -121,16 +121,21 @@ def load_bench(spec: str, overrides: list[str]) -> DictConfig:
             raise DiftUserError(f"bench={spec}: each entry of `attacks` needs a name: {{name: sslbackdoor, ...}}")
         extra = sorted(set(attack) - set(ATTACK_KEYS))
         if extra:
-            raise DiftUserError(f"bench={spec}: attack setting {attack.get('label') or attack.get('name')}: unknown "
+            raise DiftUserError(f"bench={spec}: attack setting {_label(attack)}: unknown "
                                 f"key {extra[0]}; the keys are {', '.join(ATTACK_KEYS)}")
         if "seeds" in attack and not attack.seeds:
-            raise DiftUserError(f"bench={spec}: attack setting {attack.get('label') or attack.name}: `seeds` is empty")
+            raise DiftUserError(f"bench={spec}: attack setting {_label(attack)}: `seeds` is empty")
     unknown = set(cfg.get("defenses") or []) - {"dift", *POST_DEFENSES}
     if unknown:
         raise DiftUserError(f"bench={spec}: unknown defenses {sorted(unknown)}; choose from dift, clp, b1, b2")
     if "b2" in (cfg.get("defenses") or []) and "b1" not in cfg.defenses:
         raise DiftUserError(f"bench={spec}: b2 re-uses B1's run: list b1 too")
     return cfg
+
+
+def _label(attack: DictConfig) -> str:
+    """An attack setting's name in cell keys and messages: its ``label``, else its attack's name."""
+    return str(attack.get("label") or attack.get("name"))
 
 
 def _digest(text: str) -> str:
@@ -146,24 +151,31 @@ def plan(bench: DictConfig) -> list[Cell]:
     Composing every training config here also refuses a bad override before anything runs."""
     cells: list[Cell] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        settings = itertools.product(bench.data, bench.methods, bench.attacks)
-        for (entry, method, attack), seed in ((s, seed) for s in settings for seed in s[2].get("seeds", bench.seeds)):
-            data = str(entry if isinstance(entry, str) else entry.name)
-            label = str(attack.get("label") or attack.name)
-            base = [*_as_list(bench.get("base")), f"data={data}",
-                    *([] if isinstance(entry, str) else _as_list(entry.get("overrides"))),
-                    f"method={method}", f"attack={attack.name}", *_as_list(attack.get("overrides")), f"seed={seed}"]
-            keys = {}
-            for role, extra in _training_roles(bench, int(seed), bool(attack.get("ablations", True))).items():
-                try:
-                    cfg = compose(config_name="pretrain", overrides=[*base, *extra])
-                except Exception as e:  # noqa: BLE001 - hydra names the bad override
-                    raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
-                keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
-                cells.append(Cell(keys[role], 0, role, data, str(method), label, int(seed),
-                                  ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))
-            cells += _post_training(bench, keys["none"], data, str(method), label, int(seed))
+        for entry, method, attack in itertools.product(bench.data, bench.methods, bench.attacks):
+            for seed in attack.get("seeds", bench.seeds):
+                cells += _setting_cells(bench, entry, str(method), attack, int(seed))
     return cells
+
+
+def _setting_cells(bench: DictConfig, entry: str | DictConfig, method: str, attack: DictConfig,
+                   seed: int) -> list[Cell]:
+    """One data x method x attack setting at one seed: its training cells, then its defenses' cells."""
+    cells: list[Cell] = []
+    data = str(entry if isinstance(entry, str) else entry.name)
+    label = _label(attack)
+    base = [*_as_list(bench.get("base")), f"data={data}",
+            *([] if isinstance(entry, str) else _as_list(entry.get("overrides"))),
+            f"method={method}", f"attack={attack.name}", *_as_list(attack.get("overrides")), f"seed={seed}"]
+    keys = {}
+    for role, extra in _training_roles(bench, seed, bool(attack.get("ablations", True))).items():
+        try:
+            cfg = compose(config_name="pretrain", overrides=[*base, *extra])
+        except Exception as e:  # noqa: BLE001 - hydra names the bad override
+            raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
+        keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
+        cells.append(Cell(keys[role], 0, role, data, method, label, seed,
+                          ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))
+    return cells + _post_training(bench, keys["none"], data, method, label, seed)
 
 
 def _training_roles(bench: DictConfig, seed: int, ablations: bool = True) -> dict[str, list[str]]:

@@ -396,14 +396,23 @@ def write_report(root: Path) -> Path:
     return out
 
 
+def block_markers(name: str) -> tuple[str, str]:
+    """The Markdown comments that open and close a regenerated block NAME of a doc."""
+    return f"<!-- {name} -->", f"<!-- /{name} -->"
+
+
+def has_block(text: str, name: str) -> bool:
+    return all(marker in text for marker in block_markers(name))
+
+
 def fill_blocks(doc: Path, blocks: Mapping[str, str]) -> int:
     """Replace each block ``<!-- NAME -->...<!-- /NAME -->`` of ``doc`` whose NAME is a key of ``blocks`` with its
     text; returns how many were filled. Keeps the docs' tables regenerated, never pasted."""
     text = doc.read_text()
     filled = 0
     for name, body in blocks.items():
-        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        if start in text and end in text:
+        start, end = block_markers(name)
+        if has_block(text, name):
             head, rest = text.split(start, 1)
             text = f"{head}{start}\n{body.rstrip()}\n{end}{rest.split(end, 1)[1]}"
             filled += 1
