@@ -124,6 +124,9 @@ def cells() -> list[Cell]:
                         ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
                         control=f"simclr_clean_s{seed}",
                         control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
+    hot = ("preset=cpu", "method=simclr", "seed=0", "attack=sslbackdoor", "method.temperature=1.0")
+    out += [Cell("presets", "simclr_t1_s0", "simclr SSL-Backdoor, temperature 1.0", hot, control="simclr_t1_clean_s0"),
+            Cell("presets", "simclr_t1_clean_s0", "simclr no-poison control, temperature 1.0", hot + ("attack.rate=0",))]
     patch = ("attack=sslbackdoor", "attack.params.patch_size=10")  # a larger patch than the preset's 8x8
     out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch",
                     ("preset=cpu", "method=simclr", "seed=0", *patch), control="simclr_clean_s0", control_attack=patch))

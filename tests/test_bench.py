@@ -112,17 +112,21 @@ def test_cells_carried_without_weights_are_run_again_for_the_defenses_still_to_r
     assert not (root / key[("none", 1)] / "metrics.stale.json").exists()  # nothing left to defend there
 
 
-def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, data_root):
+def test_a_failing_cell_is_reported_and_the_others_finish(smoke, tmp_path):
+    # the smoke grid's seed 0 (its cells are finished: copied) with one more cell, which fails inside its run
     grid = yaml.safe_load((CONF_DIR / "bench" / "cpu-smoke.yaml").read_text())
     grid.update(name="broken", seeds=[0], control=False, defenses=["clp"], detection=[], ablation_seeds=None,
                 ablations={"dift_broken": ["dift.detector.k=100000"]})  # composes; fails inside the run
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(grid))
+    shutil.copytree(smoke[0], tmp_path / "grid")
     result = bench(f"bench={path}", f"root={tmp_path / 'grid'}")
     assert result.returncode == 1
     assert "1 cell(s) failed" in result.stderr and "dift_broken" in result.stderr
-    cells = {c["role"]: c["status"] for c in rows(tmp_path / "grid" / "report" / "cells.csv")}
-    assert cells == {"none": "finished", "clp": "finished", "dift_broken": "unfinished"}
+    assert "2 cells, 1 finished earlier, 1 to run" in result.stdout  # finished cells skipped, whichever grid ran them
+    cells = {(c["role"], c["seed"]): c["status"] for c in rows(tmp_path / "grid" / "report" / "cells.csv")}
+    assert cells[("none", "0")] == cells[("clp", "0")] == "finished"  # the report reads every cell on disk
+    assert cells[("dift_broken", "0")] == "unfinished"
 
 
 def test_cells_are_keyed_by_their_config_and_bad_grids_are_refused_early():
