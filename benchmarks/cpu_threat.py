@@ -296,6 +296,19 @@ def trigger_geometry(run_dir: Path) -> dict:
             "triggered_votes": {data.train.classes[i]: round(100.0 * float(votes[i]), 1) for i in top.tolist()}}
 
 
+STORED_NOTE = "† numbers stored by an earlier report, from runs made on another machine."
+
+
+def stored(rows: dict[str, dict], *names: str) -> str:
+    """" †" when any of the cells ``names`` comes from stored numbers (runs of another machine), else ""."""
+    return " †" if any(rows.get(n, {}).get("from") == "stored" for n in names) else ""
+
+
+def with_note(lines: list[str]) -> list[str]:
+    """A table's lines, with the note that explains † below it when a row has one."""
+    return lines + ["", STORED_NOTE] if any(" †" in line for line in lines[3:]) else lines
+
+
 def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str, str]:
     """The tables as Markdown sections: header, ablation, units, presets, methods, sweep, dift."""
     by_name = {c.name: c for c in all_cells}
@@ -317,12 +330,12 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
         excess = (f"{m['asr_linear'] - ctl['asr_linear']:+.1f} / {m['asr_knn'] - ctl['asr_knn']:+.1f}"
                   if ctl else "–")
         control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "not run"
-        lines.append(f"| {c.label} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | {m['asr_linear']:.2f} / "
-                     f"{m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')} | "
-                     f"{control} | {excess} | {last['projector_median_rank_pct']:.1f} / "
+        lines.append(f"| {c.label}{stored(rows, c.name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
+                     f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / "
+                     f"{swing(m['curve'], 'asr_knn')} | {control} | {excess} | {last['projector_median_rank_pct']:.1f} / "
                      f"{last['backbone_median_rank_pct']:.1f} |")
 
-    sections["ablation"] = lines
+    sections["ablation"] = with_note(lines)
     lines = ["Trigger-selective units (channels responding to the trigger more than 2 / 5 clean standard deviations "
               "above their clean mean, per stage of the small CNN and in the pooled features; the trigger's shift of "
               "the feature vector relative to its norm):", "",
@@ -334,9 +347,9 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
                 continue
             cols = " | ".join(f"{u[f'{k}_sel2']} / {u[f'{k}_sel5']} of {u[f'{k}_channels']}"
                               for k in ("stage1", "stage2", "stage3", "stage4", "features"))
-            lines.append(f"| {c.label} | {cols} | {u['feature_shift']:.2f} |")
+            lines.append(f"| {c.label}{stored(rows, c.name)} | {cols} | {u['feature_shift']:.2f} |")
 
-    sections["units"] = lines
+    sections["units"] = with_note(lines)
     lines = ["### CPU presets (`preset=cpu attack=...`), mean ± std over seeds", "",
               "| method | attack | seeds | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | "
               "excess over control lin / kNN | worst seed's excess lin / kNN | swing of ASR lin / kNN over the "
@@ -359,11 +372,11 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             control = "not run | – | –"
         swings = ", ".join(f"{swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')}" for m in ms)
         lines.append(
-            f"| {method} | {attack} | {len(ms)} | {pm([m['acc_linear'] for m in ms])} / "
+            f"| {method} | {attack}{stored(rows, *done)} | {len(ms)} | {pm([m['acc_linear'] for m in ms])} / "
             f"{pm([m['acc_knn'] for m in ms])} | {pm([m['asr_linear'] for m in ms])} / "
             f"{pm([m['asr_knn'] for m in ms])} | {control} | {swings} |")
 
-    sections["presets"] = lines
+    sections["presets"] = with_note(lines)
     lines = ["### MoCo v2 and BYOL: where the trigger puts images (preset, 20 epochs, seed 0; kNN bank: the clean "
               "training images)", "",
               "| run | ACC lin / kNN % | ASR lin / kNN % | over the checkpoints (every 5 epochs) | triggered / clean "
@@ -374,11 +387,11 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             continue
         m, g = rows[c.name]["metrics"], rows[c.name].get("geometry") or {}
         votes = ", ".join(f"{k} {v:.0f}" for k, v in g.get("triggered_votes", {}).items()) or "–"
-        lines.append(f"| {c.label} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | {m['asr_linear']:.2f} / "
-                     f"{m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')} | "
-                     f"{g.get('norm_ratio', '–')} | {g.get('poisoned_knn_target', '–')} | {votes} |")
+        lines.append(f"| {c.label}{stored(rows, c.name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
+                     f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / "
+                     f"{swing(m['curve'], 'asr_knn')} | {g.get('norm_ratio', '–')} | {g.get('poisoned_knn_target', '–')} | {votes} |")
 
-    sections["methods"] = lines
+    sections["methods"] = with_note(lines)
     lines = ["### Poison share (SimCLR SSL-Backdoor, seed 0)", "",
               "| poisoned | ASR lin / kNN % | control lin / kNN % | excess lin / kNN |", "|---|---|---|---|"]
     for c in [c for c in all_cells if c.group == "sweep"] + [by_name["simclr_ssl_s0"]]:
@@ -386,11 +399,11 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             continue
         m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
         share = m["poisoned_samples"] / m["train_samples"]
-        lines.append(f"| {share:.1%} ({m['poisoned_samples']}) | {m['asr_linear']:.2f} / {m['asr_knn']:.2f} | "
+        lines.append(f"| {share:.1%} ({m['poisoned_samples']}){stored(rows, c.name)} | {m['asr_linear']:.2f} / {m['asr_knn']:.2f} | "
                      f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f} | {m['asr_linear'] - ctl['asr_linear']:+.1f} / "
                      f"{m['asr_knn'] - ctl['asr_knn']:+.1f} |")
 
-    sections["sweep"] = lines
+    sections["sweep"] = with_note(lines)
     lines = ["### DIFT on the presets (its defaults, seed 0)", "",
               "| method | defense | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | DIFT decided "
               "at epoch | detected | precision / recall | FPR |", "|---|---|---|---|---|---|---|---|---|"]
@@ -410,9 +423,9 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             else:
                 dift_cols = " | | | "
             control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "–"
-            lines.append(f"| {method} | {defense} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
+            lines.append(f"| {method} | {defense}{stored(rows, name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
                          f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {control} | {dift_cols} |")
-    sections["dift"] = lines
+    sections["dift"] = with_note(lines)
     return {name: "\n".join(section) + "\n" for name, section in sections.items()}
 
 
