@@ -124,9 +124,12 @@ def cells() -> list[Cell]:
                         ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
                         control=f"simclr_clean_s{seed}",
                         control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
-    hot = ("preset=cpu", "method=simclr", "seed=0", "attack=sslbackdoor", "method.temperature=1.0")
-    out += [Cell("presets", "simclr_t1_s0", "simclr SSL-Backdoor, temperature 1.0", hot, control="simclr_t1_clean_s0"),
-            Cell("presets", "simclr_t1_clean_s0", "simclr no-poison control, temperature 1.0", hot + ("attack.rate=0",))]
+    for seed in SEEDS:  # a higher SimCLR temperature than the preset's 0.5, each seed with its own control
+        hot = ("preset=cpu", "method=simclr", f"seed={seed}", "attack=sslbackdoor", "method.temperature=1.0")
+        out += [Cell("presets", f"simclr_t1_s{seed}", "simclr SSL-Backdoor, temperature 1.0", hot,
+                     control=f"simclr_t1_clean_s{seed}"),
+                Cell("presets", f"simclr_t1_clean_s{seed}", "simclr no-poison control, temperature 1.0",
+                     hot + ("attack.rate=0",))]
     patch = ("attack=sslbackdoor", "attack.params.patch_size=10")  # a larger patch than the preset's 8x8
     out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch",
                     ("preset=cpu", "method=simclr", "seed=0", *patch), control="simclr_clean_s0", control_attack=patch))
