@@ -335,8 +335,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
         control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "not run"
         lines.append(f"| {c.label}{stored(rows, c.name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
                      f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / "
-                     f"{swing(m['curve'], 'asr_knn')} | {control} | {excess} | {last['projector_median_rank_pct']:.1f} / "
-                     f"{last['backbone_median_rank_pct']:.1f} |")
+                     f"{swing(m['curve'], 'asr_knn')} | {control} | {excess} | "
+                     f"{last['projector_median_rank_pct']:.1f} / {last['backbone_median_rank_pct']:.1f} |")
 
     sections["ablation"] = with_note(lines)
     lines = ["Trigger-selective units (channels responding to the trigger more than 2 / 5 clean standard deviations "
@@ -392,7 +392,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
         votes = ", ".join(f"{k} {v:.0f}" for k, v in g.get("triggered_votes", {}).items()) or "–"
         lines.append(f"| {c.label}{stored(rows, c.name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
                      f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / "
-                     f"{swing(m['curve'], 'asr_knn')} | {g.get('norm_ratio', '–')} | {g.get('poisoned_knn_target', '–')} | {votes} |")
+                     f"{swing(m['curve'], 'asr_knn')} | {g.get('norm_ratio', '–')} | "
+                     f"{g.get('poisoned_knn_target', '–')} | {votes} |")
 
     sections["methods"] = with_note(lines)
     lines = ["### Poison share (SimCLR SSL-Backdoor, seed 0)", "",
@@ -402,7 +403,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             continue
         m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
         share = m["poisoned_samples"] / m["train_samples"]
-        lines.append(f"| {share:.1%} ({m['poisoned_samples']}){stored(rows, c.name)} | {m['asr_linear']:.2f} / {m['asr_knn']:.2f} | "
+        lines.append(f"| {share:.1%} ({m['poisoned_samples']}){stored(rows, c.name)} | {m['asr_linear']:.2f} / "
+                     f"{m['asr_knn']:.2f} | "
                      f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f} | {m['asr_linear'] - ctl['asr_linear']:+.1f} / "
                      f"{m['asr_knn'] - ctl['asr_knn']:+.1f} |")
 

@@ -126,7 +126,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(smoke, tmp_path):
     assert "2 cells, 1 finished earlier, 1 to run" in result.stdout  # finished cells skipped, whichever grid ran them
     cells = {(c["role"], c["seed"]): c["status"] for c in rows(tmp_path / "grid" / "report" / "cells.csv")}
     assert cells[("none", "0")] == cells[("clp", "0")] == "finished"  # the report reads every cell on disk
-    assert cells[("dift_broken", "0")] == "unfinished"
+    assert {k: v for k, v in cells.items() if v != "finished"} == {("dift_broken", "0"): "unfinished"}
 
 
 def test_cells_are_keyed_by_their_config_and_bad_grids_are_refused_early():
