@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from dift_plugin.errors import DiftUserError
 from harness.data import pin_data_root
@@ -45,6 +45,9 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ("training", "post-training defenses", "defenses of re-trained runs")
 POST_DEFENSES = ("clp", "b1", "b2")
 ATTACK_KEYS = ("name", "label", "overrides", "seeds", "ablations")  # an attack setting of a grid
+# Settings that change what a run prints, not what it trains or reports at its end: left out of the cell keys, so a
+# run made with another monitor period or without a progress bar is the same cell (tests/test_pretrain.py checks it).
+UNKEYED = ("trainer.enable_progress_bar", "monitor.every")
 GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
              "ablations", "ablation_seeds", "defense_overrides", "deviations")
 
@@ -172,6 +175,10 @@ def _setting_cells(bench: DictConfig, entry: str | DictConfig, method: str, atta
             cfg = compose(config_name="pretrain", overrides=[*base, *extra])
         except Exception as e:  # noqa: BLE001 - hydra names the bad override
             raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
+        with open_dict(cfg):
+            for path in UNKEYED:
+                parent, leaf = path.rsplit(".", 1)
+                OmegaConf.select(cfg, parent).pop(leaf, None)
         keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
         cells.append(Cell(keys[role], 0, role, data, method, label, seed,
                           ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))

@@ -138,6 +138,9 @@ def test_cells_are_keyed_by_their_config_and_bad_grids_are_refused_early():
         load_bench("cpu-smoke", ["trainer.max_epochs=5"])
     longer = plan(load_bench("cpu-smoke", ["base=[preset=cpu,trainer.max_epochs=5]"]))
     assert not {c.key for c in longer} & {c.key for c in cells}
+    quiet = load_bench("cpu-smoke", [])  # what a run prints is not part of its key
+    quiet.base = [*quiet.base, "monitor.every=3", "trainer.enable_progress_bar=false"]
+    assert [c.key for c in plan(quiet)] == [c.key for c in cells]
     assert len({c.key for c in cells}) == len(cells)
     b2 = next(c for c in cells if c.role == "b2")
     b1 = next(c for c in cells if c.role == "b1" and c.seed == b2.seed)

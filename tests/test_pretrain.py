@@ -113,6 +113,18 @@ def test_attacked_run_reports_asr_and_density_of_the_poisoned(attacked_run, data
     assert f"ASR lin {metrics['asr_linear']:.1f} / kNN {metrics['asr_knn']:.1f} %" in printed
 
 
+def test_the_monitor_period_does_not_change_the_trained_encoder(attacked_run, tmp_path, data_root):
+    # so dift-bench leaves monitor.every out of its cell keys (harness.bench.UNKEYED)
+    run_dir, metrics, _ = attacked_run
+    cfg = make_cfg("attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=8", "monitor.every=2")
+    with contextlib.redirect_stdout(io.StringIO()):
+        other = run(cfg, tmp_path)
+    assert [r["epoch"] for r in other["curve"]] == [1] and other["curve"][-1] == metrics["curve"][-1]
+    weights = [torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+               for d in (run_dir, tmp_path)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_dift_detect_audits_a_run(attacked_run, data_root):
     run_dir = attacked_run[0]
     detect_main([str(run_dir)])
