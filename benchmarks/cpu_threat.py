@@ -57,11 +57,14 @@ ABLATION_BASE = ("preset=cpu", "attack=sslbackdoor", "attack.rate=0.1", "attack.
                  "data.std=[0.247,0.2435,0.2616]")
 STRONGER = ("data.mean=[0,0,0]", "data.std=[1,1,1]", "method.temperature=0.5")
 COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false")
+# SimCLR's CPU preset before temperature 1.0 (conf/recipe_method/cpu_simclr.yaml): its runs, kept as rows.
+FORMER_SIMCLR = ("method.temperature=0.5",)
 # MoCo v2 and BYOL at the CPU preset: what the trigger does to them, and the levers tried (20 epochs, seed 0).
 TRIAL = ("trainer.max_epochs=20", "monitor.every=5")
 NO_MAX_POOL = "backbone.final_max_pool=false"
 METHOD_TRIALS = (
-    ("m_simclr", "simclr, the preset (reference)", ("method=simclr", "attack=sslbackdoor")),
+    ("m_simclr", "simclr, temperature 0.5 (the former preset; reference)",
+     ("method=simclr", "attack=sslbackdoor", *FORMER_SIMCLR)),
     ("m_moco", "moco, the preset", ("method=moco", "attack=sslbackdoor")),
     ("m_moco_nomax", "moco, no max-pool before the global pool", ("method=moco", "attack=sslbackdoor", NO_MAX_POOL)),
     ("m_moco_p5", "moco, the paper's 5x5 patch (less of the image replaced)",
@@ -92,6 +95,21 @@ class Cell:
     control_attack: tuple[str, ...] = field(default_factory=tuple)  # evaluate_run overrides when not the same attack
 
 
+def preset_cells(name: str, clean: str, label: str, base: tuple[str, ...]) -> list[Cell]:
+    """An SSL-Backdoor run and its no-poison control (the same recipe, ``attack.rate=0``)."""
+    attack = ("attack=sslbackdoor",)
+    return [Cell("presets", name, label, base + attack, control=clean),
+            Cell("presets", clean, label.replace("SSL-Backdoor", "no-poison control"), base + attack + ("attack.rate=0",))]
+
+
+def dift_cells(name: str, clean: str, method: str, base: tuple[str, ...], control: str) -> list[Cell]:
+    """``defense=dift`` on an SSL-Backdoor run and on its no-poison twin."""
+    return [Cell("dift", name, f"{method} SSL-Backdoor + DIFT", base + ("attack=sslbackdoor", "defense=dift"),
+                 control=control),
+            Cell("dift", clean, f"{method} no poison + DIFT",
+                 base + ("attack=sslbackdoor", "attack.rate=0", "defense=dift"), control=control)]
+
+
 def cells() -> list[Cell]:
     out = [Cell("ablation", "abl_script", "the script's recipe, all of it", ABLATION_BASE + SCRIPT_RECIPE,
                 control="abl_script_r0"),
@@ -109,30 +127,24 @@ def cells() -> list[Cell]:
     for method in METHODS:
         for seed in SEEDS:
             base = ("preset=cpu", f"method={method}", f"seed={seed}")
-            clean = f"{method}_clean_s{seed}"
-            out += [Cell("presets", f"{method}_ssl_s{seed}", f"{method} SSL-Backdoor", base + ("attack=sslbackdoor",),
-                         control=clean),
-                    Cell("presets", clean, f"{method} no-poison control", base + ("attack=sslbackdoor", "attack.rate=0"))]
-        out.append(Cell("dift", f"{method}_ssl_dift_s0", f"{method} SSL-Backdoor + DIFT",
-                        ("preset=cpu", f"method={method}", "seed=0", "attack=sslbackdoor", "defense=dift"),
-                        control=f"{method}_clean_s0"))
-        out.append(Cell("dift", f"{method}_clean_dift_s0", f"{method} no poison + DIFT",
-                        ("preset=cpu", f"method={method}", "seed=0", "attack=sslbackdoor", "attack.rate=0",
-                         "defense=dift"), control=f"{method}_clean_s0"))
+            out += preset_cells(f"{method}_ssl_s{seed}", f"{method}_clean_s{seed}", f"{method} SSL-Backdoor", base)
+        out += dift_cells(f"{method}_ssl_dift_s0", f"{method}_clean_dift_s0", method,
+                          ("preset=cpu", f"method={method}", "seed=0"), f"{method}_clean_s0")
+    for seed in SEEDS:  # SimCLR's former preset (temperature 0.5), each seed with its own control
+        base = ("preset=cpu", "method=simclr", f"seed={seed}", *FORMER_SIMCLR)
+        out += preset_cells(f"simclr_t05_s{seed}", f"simclr_t05_clean_s{seed}",
+                            "simclr SSL-Backdoor, temperature 0.5 (the former preset)", base)
+    out += dift_cells("simclr_t05_dift_s0", "simclr_t05_clean_dift_s0", "simclr (temperature 0.5)",
+                      ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR), "simclr_t05_clean_s0")
     for seed in SEEDS:
         out.append(Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder",
                         ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
                         control=f"simclr_clean_s{seed}",
                         control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
-    for seed in SEEDS:  # a higher SimCLR temperature than the preset's 0.5, each seed with its own control
-        hot = ("preset=cpu", "method=simclr", f"seed={seed}", "attack=sslbackdoor", "method.temperature=1.0")
-        out += [Cell("presets", f"simclr_t1_s{seed}", "simclr SSL-Backdoor, temperature 1.0", hot,
-                     control=f"simclr_t1_clean_s{seed}"),
-                Cell("presets", f"simclr_t1_clean_s{seed}", "simclr no-poison control, temperature 1.0",
-                     hot + ("attack.rate=0",))]
     patch = ("attack=sslbackdoor", "attack.params.patch_size=10")  # a larger patch than the preset's 8x8
-    out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch",
-                    ("preset=cpu", "method=simclr", "seed=0", *patch), control="simclr_clean_s0", control_attack=patch))
+    out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch (temperature 0.5)",
+                    ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR, *patch), control="simclr_t05_clean_s0",
+                    control_attack=patch))
     for name, label, extra in METHOD_TRIALS:
         out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL) + extra))
     for rate in (0.01, 0.025, 0.05):
@@ -412,10 +424,11 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
     lines = ["### DIFT on the presets (its defaults, seed 0)", "",
               "| method | defense | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | DIFT decided "
               "at epoch | detected | precision / recall | FPR |", "|---|---|---|---|---|---|---|---|---|"]
-    for method in METHODS:
-        for name, defense in ((f"{method}_ssl_s0", "none"), (f"{method}_ssl_dift_s0", "DIFT"),
-                              (f"{method}_clean_s0", "none, no poison"),
-                              (f"{method}_clean_dift_s0", "DIFT, no poison")):
+    settings = [(m, f"{m}_ssl_s0", f"{m}_ssl_dift_s0", f"{m}_clean_s0", f"{m}_clean_dift_s0") for m in METHODS]
+    settings.append(("simclr (temperature 0.5)", "simclr_t05_s0", "simclr_t05_dift_s0", "simclr_t05_clean_s0",
+                     "simclr_t05_clean_dift_s0"))
+    for method, *names in settings:
+        for name, defense in zip(names, ("none", "DIFT", "none, no poison", "DIFT, no poison")):
             if name not in rows:
                 continue
             m, ctl = rows[name]["metrics"], rows[name]["control"]
