@@ -7,7 +7,8 @@ hydra launchers, then ``dift-report`` over the cells on disk.
     dift-bench bench=my_grid.yaml bench.seeds=[0,1] --dry-run   # a grid file of one's own; print the cells
 
 A grid (``conf/bench/*.yaml``) expands into cells, each a directory ``ROOT/<name>-<hash>`` keyed by its config
-(the composed ``dift-pretrain`` config of a training cell, the source cell and defense settings of a defense cell):
+(the composed ``dift-pretrain`` config of a training cell less what only changes what the run prints, ``UNKEYED``;
+the source cell and defense settings of a defense cell):
 
 - phase 1, training: per data, method, attack setting and seed the undefended run, the no-poison control
   (``attack.rate=0``: the same trigger at test time; its ACC is the clean baseline), DIFT and DIFT's ablations;
