@@ -311,11 +311,12 @@ def trigger_geometry(run_dir: Path) -> dict:
             "triggered_votes": {data.train.classes[i]: round(100.0 * float(votes[i]), 1) for i in top.tolist()}}
 
 
-STORED_NOTE = "† numbers stored by an earlier report, from runs made on another machine."
+STORED_NOTE = ("† numbers stored by an earlier report (benchmarks/cpu_threat_results.json): the run directories "
+               "they come from are not on this machine.")
 
 
 def stored(rows: dict[str, dict], *names: str) -> str:
-    """" †" when any of the cells ``names`` comes from stored numbers (runs of another machine), else ""."""
+    """" †" when any of the cells ``names`` comes from stored numbers (no run directory here), else ""."""
     return " †" if any(rows.get(n, {}).get("from") == "stored" for n in names) else ""
 
 

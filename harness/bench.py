@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -40,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from dift_plugin.errors import DiftUserError
 from harness.data import pin_data_root
+from harness.machine import machine
 from harness.pretrain import package_versions, write_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -233,19 +232,7 @@ def _defend_args(source: str, role: str, extra: list[str], shared: list[str]) ->
 
 def environment() -> dict:
     """Where the grid ran: CPU model and cores, GPU (if any), package versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
-            "versions": package_versions()}
+    return {**machine(), "versions": package_versions()}
 
 
 def launch(root: Path, cells: list[Cell], launcher_args: list[str]) -> None:

@@ -33,6 +33,7 @@ from dift_plugin.scores import detection_scores
 from harness.augment import Normalize
 from harness.data import pin_data_root
 from harness.experiment import RunData, evaluate_backbone, load_run, prepare_data
+from harness.machine import machine
 from harness.monitor import embedding_spaces
 from harness.pretrain import POST_TRAINING, run, write_detected, write_json
 
@@ -137,7 +138,8 @@ def defend_filter(source: Path, dcfg: DictConfig, out: Path) -> dict:
     write_detected(out / "filter_detected.csv", flagged.tolist(), data.ssl_train)
     save_config(out, cfg, dcfg)
     block["time_s"] = {"training": source_time(src_metrics), **block["time_s"]}
-    result = {**{k: src_metrics[k] for k in (*IDENTITY, *SCORES) if k in src_metrics}, "defense": block}
+    # the scores are the source run's, and so is the machine they were measured on
+    result = {**{k: src_metrics[k] for k in (*IDENTITY, *SCORES, "machine") if k in src_metrics}, "defense": block}
     write_json(out / "metrics.json", result)
     return result
 
@@ -168,7 +170,8 @@ def write_defended(out: Path, cfg: DictConfig, dcfg: DictConfig, src_metrics: di
     out.mkdir(parents=True, exist_ok=True)
     save_config(out, cfg, dcfg)
     save_encoder(out, model)
-    result = {**metrics, **{k: src_metrics[k] for k in IDENTITY if k in src_metrics}, "defense": block}
+    result = {**metrics, **{k: src_metrics[k] for k in IDENTITY if k in src_metrics}, "machine": machine(),
+              "defense": block}
     write_json(out / "metrics.json", result)
     return result
 

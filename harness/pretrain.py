@@ -36,6 +36,7 @@ from harness.data import pin_data_root
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
 from harness.experiment import evaluate_backbone, prepare_data
+from harness.machine import machine
 from harness.methods import build_method
 from harness.monitor import AttackMonitor
 from harness.optim import OPTIMIZERS, SCHEDULES
@@ -197,7 +198,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "s_per_epoch": round(train_time / max(1, len(epochs)), 3), "train_time_s": round(train_time, 1),
         "fit_time_s": round(fit_time, 1),
         "session_time_s": round(time.perf_counter() - started, 1), "resumed": resume_from is not None,
-        "epochs": epochs, "versions": package_versions(),
+        "epochs": epochs, "versions": package_versions(), "machine": machine(),
     })
     if attack is not None:
         metrics["curve"] = monitor.history

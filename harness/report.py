@@ -7,7 +7,12 @@
 - ``detection`` + ``fig5.png`` (DIFT's precision / recall before and after label spreading) + ``fig3.png`` (the
   detected set's size and precision per epoch); DIFT vs DBSCAN (B1's filter) vs OPTICS, TPR / FPR;
 - ``cost``: wall time per defense and phase, and its ratio to the undefended run;
-- ``cells.csv``: every cell with its numbers; ``README.md`` linking them, with the environment and deviations.
+- ``cells.csv``: every cell with its numbers and the machine it ran on; ``README.md`` linking them, with the
+  environment, the cells per machine and the deviations.
+
+A grid may be run over several sittings on different machines, and the same seed and config give other numbers on
+another CPU: a row whose runs and the runs they are compared with (Table 2: the undefended run of the same seed;
+Table 1: the control) come from different machines is marked ‡.
 
 Each table is written as ``.md`` and ``.csv``. Nothing is read from memory or typed by hand: run it again on the
 same directories and the files are the same.
@@ -20,10 +25,12 @@ import csv
 import json
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from harness.machine import machine_id
 
 SCORES = ("acc_linear", "acc_knn", "asr_linear", "asr_knn")
 DEFENSES = ("clp", "b1", "b2", "dift")  # the paper's Table 2 columns, in its order
@@ -75,6 +82,22 @@ def stat(rows: dict[int, dict], key: str, minus: dict[int, dict] | None = None) 
                      and key in minus[s]])
 
 
+def other_machine(rows: dict[int, dict], base: dict[int, dict]) -> int:
+    """How many seeds of ``rows`` ran on another machine than ``base``'s run of the same seed (a cell that did not
+    record its machine counts as its own kind): their difference mixes the defense with the machine's numerics."""
+    return sum(machine_id(m) != machine_id(base[s]) for s, m in rows.items() if s in base)
+
+
+MIXED_NOTE = ("‡ for at least one seed, this run and the one it is compared with (the undefended run; in Table 1 "
+              "the control) ran on different machines, or one of them did not record its machine: the same seed "
+              "and config give other numbers on another CPU, so read this difference with care. Each cell's "
+              "machine: `cells.csv`.")
+
+
+def with_mixed_note(lines: list[str], marked: bool) -> str:
+    return "\n".join(lines + ["", MIXED_NOTE] if marked else lines)
+
+
 def ablations(roles: dict[str, Any]) -> list[str]:
     return sorted(r for r in roles if r not in (*TRAINING_ROLES, *DEFENSES) and not r.startswith("filter_"))
 
@@ -92,6 +115,7 @@ def table1(groups: dict) -> list[dict]:
             row[f"control_{key}"], row[f"control_{key}_std"] = stat(control, key)
         for key in ("asr_linear", "asr_knn"):  # the backdoor the undefended run learned, beyond the trigger alone
             row[f"{key}_excess"], row[f"{key}_excess_std"] = stat(control, key, minus=none)
+        row["other_machine"] = other_machine(control, none)
         rows.append(row)
     return rows
 
@@ -102,14 +126,14 @@ def table1_md(rows: list[dict]) -> str:
     for r in rows:
         n = r["seeds"]
         lines.append(
-            f"| {r['data']} | {r['method']} | {r['attack']} | {n} | {fmt(r['acc_linear'], r['acc_linear_std'], n)} | "
+            f"| {r['data']} | {r['method']} | {r['attack']}{' ‡' if r['other_machine'] else ''} | {n} | {fmt(r['acc_linear'], r['acc_linear_std'], n)} | "
             f"{fmt(r['acc_knn'], r['acc_knn_std'], n)} | {fmt(r['asr_linear'], r['asr_linear_std'], n)} | "
             f"{fmt(r['asr_knn'], r['asr_knn_std'], n)} | {fmt(r['control_acc_linear'], r['control_acc_linear_std'], n)}"
             f" | {fmt(r['control_asr_linear'], r['control_asr_linear_std'], n)} | "
             f"{fmt(r['control_asr_knn'], r['control_asr_knn_std'], n)} | "
             f"{fmt(r['asr_linear_excess'], r['asr_linear_excess_std'], n)} / "
             f"{fmt(r['asr_knn_excess'], r['asr_knn_excess_std'], n)} |")
-    return "\n".join(lines)
+    return with_mixed_note(lines, any(r["other_machine"] for r in rows))
 
 
 def table2(groups: dict) -> list[dict]:
@@ -122,7 +146,8 @@ def table2(groups: dict) -> list[dict]:
             if not runs:
                 continue
             row: dict[str, Any] = {"data": data, "method": method, "attack": attack, "defense": role,
-                                   "ablation": role in ablations(roles), "seeds": len(runs)}
+                                   "ablation": role in ablations(roles), "seeds": len(runs),
+                                   "other_machine": other_machine(runs, none) if role != "none" else 0}
             for key in SCORES:
                 row[key], row[f"{key}_std"] = stat(runs, key)
                 row[f"{key}_drop"], row[f"{key}_drop_std"] = stat(runs, key, minus=none) if role != "none" else (
@@ -142,7 +167,7 @@ def table2_md(rows: list[dict], table1_rows: list[dict]) -> str:
                 for k in ("acc_linear", "asr_linear", "asr_knn")}
         for r in mine:
             n = r["seeds"]
-            name = f"{r['defense']} (ablation)" if r["ablation"] else r["defense"]
+            name = (f"{r['defense']} (ablation)" if r["ablation"] else r["defense"]) + (" ‡" if r["other_machine"] else "")
             asr_lin, asr_knn = fmt(r["asr_linear"], r["asr_linear_std"], n), fmt(r["asr_knn"], r["asr_knn_std"], n)
             if r["defense"] == "none":
                 t1 = excess.get(group, {})
@@ -159,7 +184,7 @@ def table2_md(rows: list[dict], table1_rows: list[dict]) -> str:
                          f"{fmt(r['acc_linear_drop'], r['acc_linear_drop_std'], n)} | {asr_lin} | "
                          f"{fmt(r['asr_linear_drop'], r['asr_linear_drop_std'], n)} | {asr_knn} | "
                          f"{fmt(r['asr_knn_drop'], r['asr_knn_drop_std'], n)} |")
-    return "\n".join(lines)
+    return with_mixed_note(lines, any(r["other_machine"] for r in rows))
 
 
 def before_spreading(dift: dict) -> tuple[float | None, float | None]:
@@ -339,6 +364,7 @@ def cell_rows(cells: list[dict]) -> list[dict]:
         rows.append({"key": c["key"], "phase": c["phase"] + 1, "role": c["role"], "data": c["data"],
                      "method": c["method"], "attack": c["attack"], "seed": c["seed"],
                      "status": "finished" if c["metrics"] is not None else "unfinished",
+                     "machine": machine_id(m) if m else None,
                      **{k: m.get(k) for k in SCORES}, "detected": det.get("detected"),
                      "precision": det.get("precision"), "recall": det.get("recall"), "fpr": det.get("fpr"),
                      "total_s": round(total(seconds(m, c["role"])), 1) if m else None})
@@ -354,8 +380,10 @@ def readme(root: Path, plan: dict, tables: dict[str, str], cells: list[dict]) ->
     lines = [f"# dift-bench `{bench.get('name', root.name)}`: {bench.get('description', '')}", "",
              f"Regenerated by `dift-report {root}` from the cell directories; grid run by `{plan.get('command', '?')}`"
              f" with {launcher}. Cells finished: {finished} of {len(cells)} (`cells.csv`).", "",
-             f"Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, GPU: {env.get('gpu') or 'none'}; "
+             f"Last run on: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, GPU: {env.get('gpu') or 'none'}; "
              f"{env.get('platform', '')}. Versions: {versions}.", "",
+             "Cells by machine: " + "; ".join(f"{name}: {n}" for name, n in Counter(
+                 machine_id(c["metrics"]) for c in cells if c["metrics"] is not None).most_common()) + ".", "",
              "Files: [table1.md](table1.md) / [.csv](table1.csv), [table2.md](table2.md) / [.csv](table2.csv), "
              "[detection.md](detection.md) / [.csv](detection.csv), [cost.md](cost.md) / [.csv](cost.csv), "
              "[fig3.png](fig3.png), [fig5.png](fig5.png), [cells.csv](cells.csv).", ""]

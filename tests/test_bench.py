@@ -74,6 +74,8 @@ def test_smoke_grid_writes_every_report_with_numbers_in_range(smoke):
     det = rows(out / "detection.csv")
     assert {"dift_precision", "dbscan_tpr", "optics_tpr"} <= set(det[0])
     assert "cpu-smoke" in (out / "README.md").read_text() and "hydra/launcher=joblib" in (out / "README.md").read_text()
+    assert all(c["machine"] not in ("", "unrecorded") for c in cells)  # every cell says where it ran
+    assert "‡" not in (out / "table2.md").read_text()  # one machine: nothing marked as mixed
     logs = [(root / c["key"] / "cell.log").read_text() for c in cells]
     assert all("it/s" not in log for log in logs)  # no progress bar in the files: a line per step otherwise
 
@@ -218,3 +220,34 @@ def test_the_cost_table_marks_runs_whose_seconds_cover_only_their_last_session()
     assert by["none"]["resumed_runs"] == 1 and by["b1"]["resumed_runs"] == 1 and by["dift"]["resumed_runs"] == 0
     assert by["b1"]["ratio"] == 1.91 and by["dift"]["ratio"] == 1.1
     assert "resumed" in cost_md(rows).splitlines()[3] and "resumed" not in cost_md(rows).splitlines()[4]
+
+
+def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
+    # the same seed and config give other numbers on another CPU: a drop or excess that mixes machines is marked
+    from harness.machine import machine, machine_id
+    from harness.report import table1, table1_md, table2, table2_md
+
+    def cpuinfo(model):
+        path = tmp_path / f"cpuinfo{model}"
+        path.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: {model}\n")
+        return {"machine": machine(path)}
+
+    zen3, zen4 = cpuinfo(1), cpuinfo(17)
+    assert machine_id(zen3) != machine_id(zen4) and "AMD EPYC" in machine_id(zen3)
+    assert machine_id({}) == "unrecorded"
+    scores = {"acc_linear": 50.0, "acc_knn": 45.0, "asr_linear": 40.0, "asr_knn": 30.0}
+    groups = {("cifar10", "simclr", "ssl"): {
+        "none": {0: {**scores, **zen3}, 1: {**scores, **zen4}},
+        "control": {0: {**scores, **zen3}, 1: {**scores, **zen4}},
+        "dift": {0: {**scores, **zen3}, 1: {**scores, **zen4}},  # each seed beside its own machine's run
+        "b1": {0: {**scores, **zen3}, 1: {**scores, **zen3}},  # seed 1 on another machine than its source
+        "clp": {0: {**scores, **zen3}, 1: dict(scores)}}}  # seed 1 unrecorded
+    t1, t2 = table1(groups), table2(groups)
+    marked = {r["defense"]: r["other_machine"] for r in t2}
+    assert marked == {"none": 0, "dift": 0, "b1": 1, "clp": 1}
+    lines = table2_md(t2, t1).splitlines()
+    names = {line.split(" | ")[3] for line in lines if line.startswith("| cifar10")}
+    assert names == {"none", "clp ‡", "b1 ‡", "dift"} and lines[-1].startswith("‡")
+    assert t1[0]["other_machine"] == 0 and "‡" not in table1_md(t1)
+    groups[("cifar10", "simclr", "ssl")]["control"][1] = {**scores, **zen3}
+    assert "ssl ‡" in table1_md(table1(groups))
