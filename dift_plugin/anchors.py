@@ -64,7 +64,7 @@ class AnchorFilterResult:
 
 
 def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float, min_separation: float = 2.0,
-                      random_state: int | None = 0) -> AnchorFilterResult:
+                      random_state: int | None = 0, rule: str = "gated") -> AnchorFilterResult:
     """Keep the candidates on the far side of a 2-component GMM fitted to their MinDist — beyond the point between
     the two means where the far component (the larger mean) becomes the more probable: benign dense points sit
     near some class's anchors, poisoned ones do not. The far component must also lie
@@ -75,6 +75,9 @@ def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float
     D = |mu1 - mu2| sqrt(2 / (s1^2 + s2^2)) below ``min_separation``) or there are fewer than 2 candidates, the
     candidates form one mode: all are kept if their median MinDist exceeds ``population_min_dist`` (the median
     MinDist of all samples; benign dense points lie nearer their anchors than a typical sample), none otherwise.
+
+    ``rule="paper"``: the far side alone, whatever the separation and wherever the far mode lies (the paper's
+    Sec. "Anchor filtering"); the two gates above are ours (``"gated"``, the default), see docs/detection.md.
     """
     d = np.asarray(candidate_min_dist, dtype=np.float64)
     if len(d) >= 2 and np.ptp(d) > 0:
@@ -82,10 +85,11 @@ def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float
         mu, var = gmm.means_.ravel(), gmm.covariances_.ravel()
         separation = abs(mu[0] - mu[1]) * np.sqrt(2 / (var[0] + var[1]))
         far = int(np.argmax(mu))
-        if separation >= min_separation and mu[far] > population_min_dist:
+        if rule == "paper" or (separation >= min_separation and mu[far] > population_min_dist):
             boundary = _boundary_between_means(gmm, far)
             kept = np.flatnonzero(d >= boundary)
-            return _result(kept, f"GMM: {len(kept)} of {len(d)} candidates far from the anchors (MinDist >= "
+            return _result(kept, f"GMM{' (paper rule)' if rule == 'paper' else ''}: {len(kept)} of {len(d)} "
+                                 f"candidates far from the anchors (MinDist >= "
                                  f"{boundary:.3g}; means {mu[far]:.3g} vs {mu[1 - far]:.3g}, separation "
                                  f"D={separation:.2f})")
         if separation >= min_separation:  # two modes, but even the far one is nearer than a typical sample

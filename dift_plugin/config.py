@@ -25,6 +25,7 @@ class DetectorConfig:
     k: int = 10
     candidate_fraction: float = 0.05
     min_separation: float = 2.0
+    anchor_rule: str = "gated"
     patience: int = 2
     tolerance: float = 0.0
     min_rounds: int = 2
@@ -108,7 +109,9 @@ class DIFTConfig:
 
 
 SPREADINGS = ("graph", "sklearn", "none")  # ours (sparse kNN graph), the paper's (scikit-learn's dense RBF), none
-CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS}
+ANCHOR_RULES = ("gated", "paper")  # the GMM's far side behind our two gates, or alone (anchors.filter_by_anchors)
+CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS,
+           "anchor_rule": ANCHOR_RULES}
 
 
 def parse_dift_config(value: Any) -> DIFTConfig | None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
-from dift_plugin.config import SPREADINGS
+from dift_plugin.config import ANCHOR_RULES, SPREADINGS
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
@@ -36,6 +36,8 @@ class DIFTDetector:
         k: neighbours for the density rho = 1 / d_k (Eq. 5).
         candidate_fraction: share of N kept as the densest candidates.
         min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
+        anchor_rule: "gated" (ours: the GMM's far side only behind two gates, ``min_separation`` and the far mode
+            beyond the population's median MinDist) or "paper" (the far side alone), see ``filter_by_anchors``.
         patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs
             whose filter kept something.
         min_rounds: epochs whose filter kept something that the set must have been intersected over before
@@ -51,7 +53,8 @@ class DIFTDetector:
     """
 
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
-                 min_separation: float = _D.min_separation, patience: int = _D.patience,
+                 min_separation: float = _D.min_separation, anchor_rule: str = _D.anchor_rule,
+                 patience: int = _D.patience,
                  tolerance: float = _D.tolerance, min_rounds: int = _D.min_rounds, spreading: str = _D.spreading,
                  graph_k: int = _D.graph_k,
                  alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold,
@@ -60,6 +63,7 @@ class DIFTDetector:
         self.k = k
         self.candidate_fraction = candidate_fraction
         self.min_separation = min_separation
+        self.anchor_rule = anchor_rule
         self.patience = patience
         self.tolerance = tolerance
         self.min_rounds = min_rounds
@@ -92,7 +96,7 @@ class DIFTDetector:
         with self._timed("anchor_filter"):
             self.min_dist_ = min_dist(x, x[torch.as_tensor(anchors)], labels)
             result = filter_by_anchors(self.min_dist_[self.candidates_], float(np.median(self.min_dist_)),
-                                       self.min_separation, self.random_state)
+                                       self.min_separation, self.random_state, rule=self.anchor_rule)
             self.kept_ = self.candidates_[result.kept]
             self.filter_reason_ = result.reason
         with self._timed("intersection"):
@@ -186,6 +190,8 @@ class DIFTDetector:
             raise ValueError(f"anchor indexes must lie in [0, {n}); got range [{anchors.min()}, {anchors.max()}]")
         if len(np.unique(anchors)) != len(anchors):
             raise ValueError("anchor indexes contain duplicates")
+        if self.anchor_rule not in ANCHOR_RULES:
+            raise ValueError(f"anchor_rule must be one of {', '.join(ANCHOR_RULES)}, got {self.anchor_rule!r}")
         if self.spreading not in SPREADINGS:
             raise ValueError(f"spreading must be one of {', '.join(SPREADINGS)}, got {self.spreading!r}")
         if len(np.unique(labels)) < 2:

@@ -39,3 +39,18 @@ def test_gates_and_the_one_mode_fallback():
     assert len(filter_by_anchors(flat, population_min_dist=1.3).kept) == 0
     assert len(filter_by_anchors(np.array([2.0]), population_min_dist=1.0).kept) == 1
     assert len(filter_by_anchors(np.zeros(0), population_min_dist=1.0).kept) == 0
+
+
+def test_the_paper_rule_keeps_the_far_side_where_our_gates_abstain():
+    # SimCLR at temperature 1.0 (docs/dift_in_training.md): the poisoned candidates are the far mode, but nearer the
+    # anchors than the population's median sample: the gated rule keeps nothing, the paper's the far mode
+    below = draws((0.90, 0.02, 200), (1.00, 0.02, 300))
+    assert len(filter_by_anchors(below, population_min_dist=1.08).kept) == 0
+    paper = filter_by_anchors(below, population_min_dist=1.08, rule="paper")
+    kept = set(paper.kept.tolist())
+    assert len(kept & set(range(200, 500))) >= 290 and len(kept & set(range(200))) <= 2
+    assert "paper rule" in paper.reason
+    overlapping = draws((1.00, 0.03, 300), (1.03, 0.03, 200))  # one mode (D < 2) for the gated rule
+    assert len(filter_by_anchors(overlapping, population_min_dist=0.9).kept) == 500  # all, beyond the median
+    far = filter_by_anchors(overlapping, population_min_dist=0.9, rule="paper").kept
+    assert 0 < len(far) < 500 and overlapping[far].min() > np.quantile(overlapping, 0.4)  # its far side only

@@ -46,9 +46,10 @@ def test_the_defense_config_file_holds_exactly_the_documented_defaults():
 
 @pytest.mark.parametrize("block, message", [
     ({"finetune": {"lr": "fast"}}, "dift.finetune.lr must be float, got str 'fast'"),
-    ({"detector": {"kk": 3}}, "unknown key(s) dift.detector.kk; allowed: alpha, backend"),
+    ({"detector": {"kk": 3}}, "unknown key(s) dift.detector.kk; allowed: alpha, anchor_rule, backend"),
     ({"spce": "projector"}, "unknown key(s) dift.spce"),
     ({"space": "pixels"}, "dift.space must be one of projector, backbone"),
+    ({"detector": {"anchor_rule": "bare"}}, "dift.detector.anchor_rule must be one of gated, paper"),
     ({"start_epoch": 1.5}, "dift.start_epoch must be int"),
     ({"stop_epoch": 2, "start_epoch": 3}, "dift.stop_epoch must be >= start_epoch"),
     ({"detector": {"candidate_fraction": 1.5}}, "dift.detector.candidate_fraction must be in (0, 1)"),
