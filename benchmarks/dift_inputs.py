@@ -118,7 +118,7 @@ def report(dirs: list[Path]) -> tuple[str, list[dict]]:
             row = epoch_row(torch.from_numpy(np.load(path)), a["index"], a["labels"], truth)
             rows.append({"run": d.name, "epoch": int(path.stem.split("_")[1]), **row})
             print(rows[-1], flush=True)
-    lines = ["| run | epoch | poisoned of the 500 candidates | shipped filter keeps (precision) | GMM far side "
+    lines = ["| run | epoch | poisoned of the candidates (the 5 % densest) | shipped filter keeps (precision) | GMM far side "
              "keeps (precision) | D | far mean - population median MinDist | MinDist excess: poisoned / "
              "benign candidates |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -131,16 +131,17 @@ def report(dirs: list[Path]) -> tuple[str, list[dict]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("record", help="train with DIFT, saving what its detector is given")
+    r = sub.add_parser("record", help="train with DIFT, saving what its detector is given (overrides after --)")
     r.add_argument("dir", type=Path)
     r.add_argument("--epochs", type=int, default=20)
-    r.add_argument("overrides", nargs="*", help="dift-pretrain overrides (after --)")
     s = add_into(sub.add_parser("report", help="score the anchor filter on recorded epochs"))
     s.add_argument("dirs", nargs="+", type=Path)
     s.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to dift-pretrain
+    args = p.parse_args(argv[:cut])
     if args.command == "record":
-        record(args.dir, args.overrides, args.epochs)
+        record(args.dir, argv[cut + 1:], args.epochs)
         return
     missing = [d for d in args.dirs if not (d / "anchors.npz").exists()]
     if missing:
