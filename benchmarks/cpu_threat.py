@@ -189,6 +189,11 @@ def load(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def lin_knn(m: dict, kind: str = "asr") -> str:
+    """"linear / kNN" of a run's ASR (or ACC: ``kind="acc"``), in percent."""
+    return f"{m[f'{kind}_linear']:.2f} / {m[f'{kind}_knn']:.2f}"
+
+
 def pm(values: list[float]) -> str:
     if not values:
         return "–"
@@ -345,9 +350,9 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
         last = m["curve"][-1]
         excess = (f"{m['asr_linear'] - ctl['asr_linear']:+.1f} / {m['asr_knn'] - ctl['asr_knn']:+.1f}"
                   if ctl else "–")
-        control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "not run"
-        lines.append(f"| {c.label}{stored(rows, c.name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
-                     f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / "
+        control = f"{lin_knn(ctl)}" if ctl else "not run"
+        lines.append(f"| {c.label}{stored(rows, c.name)} | {lin_knn(m, 'acc')} | "
+                     f"{lin_knn(m)} | {swing(m['curve'], 'asr_linear')} / "
                      f"{swing(m['curve'], 'asr_knn')} | {control} | {excess} | "
                      f"{last['projector_median_rank_pct']:.1f} / {last['backbone_median_rank_pct']:.1f} |")
 
@@ -403,8 +408,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             continue
         m, g = rows[c.name]["metrics"], rows[c.name].get("geometry") or {}
         votes = ", ".join(f"{k} {v:.0f}" for k, v in g.get("triggered_votes", {}).items()) or "–"
-        lines.append(f"| {c.label}{stored(rows, c.name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
-                     f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {swing(m['curve'], 'asr_linear')} / "
+        lines.append(f"| {c.label}{stored(rows, c.name)} | {lin_knn(m, 'acc')} | "
+                     f"{lin_knn(m)} | {swing(m['curve'], 'asr_linear')} / "
                      f"{swing(m['curve'], 'asr_knn')} | {g.get('norm_ratio', '–')} | "
                      f"{g.get('poisoned_knn_target', '–')} | {votes} |")
 
@@ -416,10 +421,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             continue
         m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
         share = m["poisoned_samples"] / m["train_samples"]
-        lines.append(f"| {share:.1%} ({m['poisoned_samples']}){stored(rows, c.name)} | {m['asr_linear']:.2f} / "
-                     f"{m['asr_knn']:.2f} | "
-                     f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f} | {m['asr_linear'] - ctl['asr_linear']:+.1f} / "
-                     f"{m['asr_knn'] - ctl['asr_knn']:+.1f} |")
+        lines.append(f"| {share:.1%} ({m['poisoned_samples']}){stored(rows, c.name)} | {lin_knn(m)} | {lin_knn(ctl)} | "
+                     f"{m['asr_linear'] - ctl['asr_linear']:+.1f} / {m['asr_knn'] - ctl['asr_knn']:+.1f} |")
 
     sections["sweep"] = with_note(lines)
     lines = ["### DIFT on the presets (its defaults, seed 0)", "",
@@ -441,9 +444,9 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
                              f"{d.get('recall', 0):.3f} | {d.get('fpr', 0):.4f}")
             else:
                 dift_cols = " | | | "
-            control = f"{ctl['asr_linear']:.2f} / {ctl['asr_knn']:.2f}" if ctl else "–"
-            lines.append(f"| {method} | {defense}{stored(rows, name)} | {m['acc_linear']:.2f} / {m['acc_knn']:.2f} | "
-                         f"{m['asr_linear']:.2f} / {m['asr_knn']:.2f} | {control} | {dift_cols} |")
+            control = f"{lin_knn(ctl)}" if ctl else "–"
+            lines.append(f"| {method} | {defense}{stored(rows, name)} | {lin_knn(m, 'acc')} | "
+                         f"{lin_knn(m)} | {control} | {dift_cols} |")
     sections["dift"] = with_note(lines)
     return {name: "\n".join(section) + "\n" for name, section in sections.items()}
 
