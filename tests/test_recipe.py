@@ -41,7 +41,7 @@ def test_the_cpu_preset_trains_with_the_cpu_recipe_and_recipe_solo_undoes_it():
         assert s.optimizer.schedule == "warmup_cosine" and not s.method.joint_views and not s.backbone.final_max_pool
         assert s.optimizer.name == {"simclr": "lars", "moco": "sgd", "byol": "lars"}[m]
         assert s.method.projector_bn == (m == "byol") and list(s.data.mean) == [0.4914, 0.4822, 0.4465]
-    assert cpu["simclr"].method.temperature == 0.5 and cpu["moco"].method.temperature == 0.2
+    assert cpu["simclr"].method.temperature == 1.0 and cpu["moco"].method.temperature == 0.2
     assert solo["simclr"].method.temperature == 0.2  # the temperature belongs to the recipe
     assert paper.optimizer.name == "sgd" and paper.optimizer.schedule == "warmup_cosine"  # preset=paper: solo-learn's
 
