@@ -7,7 +7,8 @@
 ``record`` trains ``dift-pretrain defense=dift`` with the given overrides (run directory ``DIR/run``) and saves
 each input of ``DIFTDetector.partial_fit`` (the embedded training set, float32) as ``DIR/epoch_NN.npy``, with
 the anchors and the ground truth; it stops after ``--epochs`` detection rounds (default 20: DIFT's window in a
-40-epoch run), since nothing after DIFT's decision reaches the detector. ``report`` scores, per recorded epoch,
+40-epoch run), since nothing after DIFT's decision reaches the detector (the detector's patience is set past the
+window, so that it does not decide earlier). ``report`` scores, per recorded epoch,
 the 5 % densest candidates (their poisoned share), what the shipped anchor filter keeps, what the 2-component
 GMM's far side alone keeps (the paper's rule, without our two gates: Ashman's D >= 2 and the far mode beyond
 the population's median MinDist), and each candidate's MinDist excess over the median MinDist of the samples
@@ -58,7 +59,10 @@ def record(out: Path, overrides: list[str], epochs: int) -> None:
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[*overrides, "defense=dift"])
+        # patience past the window: DIFT never decides early, so every epoch up to its stop epoch is recorded
+        # whatever rule is replayed on them later (benchmarks/anchor_rules.py); detection does not change the
+        # training before DIFT decides, so the embeddings are those of a run with any patience
+        cfg = compose("pretrain", overrides=[*overrides, "defense=dift", f"dift.detector.patience={epochs + 1}"])
     DIFTDetector.partial_fit = saving
     try:
         run(cfg, out / "run")
