@@ -9,9 +9,9 @@ each input of ``DIFTDetector.partial_fit`` (the embedded training set, float32) 
 the anchors and the ground truth; it stops after ``--epochs`` detection rounds (default 20: DIFT's window in a
 40-epoch run), since nothing after DIFT's decision reaches the detector (the detector's patience is set past the
 window, so that it does not decide earlier). ``report`` scores, per recorded epoch,
-the 5 % densest candidates (their poisoned share), what the shipped anchor filter keeps, what the 2-component
-GMM's far side alone keeps (the paper's rule, without our two gates: Ashman's D >= 2 and the far mode beyond
-the population's median MinDist), and each candidate's MinDist excess over the median MinDist of the samples
+the 5 % densest candidates (their poisoned share), what our gated anchor rule keeps (the GMM's far side behind
+two gates: Ashman's D >= 2 and the far mode beyond the population's median MinDist), what the 2-component GMM's
+far side alone keeps (the paper's rule, the default since 2026-12-03), and each candidate's MinDist excess over the median MinDist of the samples
 nearest the same class's anchors ("excess": benign dense points lie nearer their class's anchors than its typical
 member; does the poison?).
 """
@@ -90,7 +90,7 @@ def epoch_row(x: torch.Tensor, anchors: np.ndarray, labels: np.ndarray, truth: n
     typical = {c: np.median(min_dist[near == c]) for c in np.unique(near)}
     excess = (min_dist - np.array([typical[c] for c in near]))[cand]
     poisoned = np.isin(cand, truth)
-    shipped = filter_by_anchors(min_dist[cand], float(np.median(min_dist))).kept
+    gated = filter_by_anchors(min_dist[cand], float(np.median(min_dist)), rule="gated").kept
     d = min_dist[cand].astype(np.float64)[:, None]
     gmm = GaussianMixture(2, random_state=0).fit(d)
     far = int(np.argmax(gmm.means_.ravel()))
@@ -103,7 +103,7 @@ def epoch_row(x: torch.Tensor, anchors: np.ndarray, labels: np.ndarray, truth: n
     def median(mask: np.ndarray) -> float | None:
         return round(float(np.median(excess[mask])), 3) if mask.any() else None
 
-    return {"candidates_poisoned": int(poisoned.sum()), "shipped": kept(shipped), "far_side": kept(far_side),
+    return {"candidates_poisoned": int(poisoned.sum()), "gated": kept(gated), "far_side": kept(far_side),
             "separation": round(float(abs(mu[0] - mu[1]) * np.sqrt(2 / var.sum())), 2),
             "far_mean_vs_median": round(float(mu[far] - np.median(min_dist)), 3),
             "excess_poisoned": median(poisoned), "excess_benign": median(~poisoned)}
@@ -122,12 +122,12 @@ def report(dirs: list[Path]) -> tuple[str, list[dict]]:
             row = epoch_row(torch.from_numpy(np.load(path)), a["index"], a["labels"], truth)
             rows.append({"run": d.name, "epoch": int(path.stem.split("_")[1]), **row})
             print(rows[-1], flush=True)
-    lines = ["| run | epoch | poisoned of the candidates (the 5 % densest) | shipped filter keeps (precision) | GMM far side "
+    lines = ["| run | epoch | poisoned of the candidates (the 5 % densest) | gated rule keeps (precision) | GMM far side "
              "keeps (precision) | D | far mean - population median MinDist | MinDist excess: poisoned / "
              "benign candidates |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ex = " / ".join("–" if v is None else f"{v:+.3f}" for v in (r["excess_poisoned"], r["excess_benign"]))
-        lines.append(f"| {r['run']} | {r['epoch']} | {r['candidates_poisoned']} | {fmt_kept(r['shipped'])} | "
+        lines.append(f"| {r['run']} | {r['epoch']} | {r['candidates_poisoned']} | {fmt_kept(r['gated'])} | "
                      f"{fmt_kept(r['far_side'])} | {r['separation']:.2f} | {r['far_mean_vs_median']:+.3f} | {ex} |")
     return "\n".join(lines), rows
 

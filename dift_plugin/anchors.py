@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
+from dift_plugin.config import DetectorConfig
 from dift_plugin.density import as_tensor
 
 log = logging.getLogger(__name__)
@@ -64,20 +65,20 @@ class AnchorFilterResult:
 
 
 def filter_by_anchors(candidate_min_dist: np.ndarray, population_min_dist: float, min_separation: float = 2.0,
-                      random_state: int | None = 0, rule: str = "gated") -> AnchorFilterResult:
+                      random_state: int | None = 0, rule: str = DetectorConfig.anchor_rule) -> AnchorFilterResult:
     """Keep the candidates on the far side of a 2-component GMM fitted to their MinDist — beyond the point between
     the two means where the far component (the larger mean) becomes the more probable: benign dense points sit
-    near some class's anchors, poisoned ones do not. The far component must also lie
-    beyond ``population_min_dist`` (the median MinDist of all samples): poisoned samples are farther from every
-    class than a typical sample, while the "far" half of benign dense points is merely less near.
+    near some class's anchors, poisoned ones do not (the paper's Sec. "Anchor filtering"; ``rule="paper"``, the
+    default).
 
-    Degenerate cases, each with a logged reason: when the two components are not separated (Ashman's
-    D = |mu1 - mu2| sqrt(2 / (s1^2 + s2^2)) below ``min_separation``) or there are fewer than 2 candidates, the
-    candidates form one mode: all are kept if their median MinDist exceeds ``population_min_dist`` (the median
-    MinDist of all samples; benign dense points lie nearer their anchors than a typical sample), none otherwise.
+    ``rule="gated"`` (ours until 2026-12-03, see docs/dift_in_training.md) keeps the far side only behind two
+    gates: the far component must lie beyond ``population_min_dist`` (the median MinDist of all samples), and the
+    two components must be separated (Ashman's D = |mu1 - mu2| sqrt(2 / (s1^2 + s2^2)) at least
+    ``min_separation``); otherwise the candidates count as one mode, all kept if their median MinDist exceeds
+    ``population_min_dist``, none otherwise.
 
-    ``rule="paper"``: the far side alone, whatever the separation and wherever the far mode lies (the paper's
-    Sec. "Anchor filtering"); the two gates above are ours (``"gated"``, the default), see docs/detection.md.
+    Under either rule fewer than 2 candidates, or candidates without spread, are one mode too. Each outcome is
+    logged with its reason.
     """
     d = np.asarray(candidate_min_dist, dtype=np.float64)
     if len(d) >= 2 and np.ptp(d) > 0:

@@ -25,7 +25,7 @@ class DetectorConfig:
     k: int = 10
     candidate_fraction: float = 0.05
     min_separation: float = 2.0
-    anchor_rule: str = "gated"
+    anchor_rule: str = "paper"
     patience: int = 2
     tolerance: float = 0.0
     min_rounds: int = 2

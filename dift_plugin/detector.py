@@ -36,8 +36,9 @@ class DIFTDetector:
         k: neighbours for the density rho = 1 / d_k (Eq. 5).
         candidate_fraction: share of N kept as the densest candidates.
         min_separation: Ashman's D below which the GMM's two MinDist modes count as one.
-        anchor_rule: "gated" (ours: the GMM's far side only behind two gates, ``min_separation`` and the far mode
-            beyond the population's median MinDist) or "paper" (the far side alone), see ``filter_by_anchors``.
+        anchor_rule: "paper" (the GMM's far side, as the paper has it) or "gated" (ours: the far side only behind
+            two gates, ``min_separation`` and the far mode beyond the population's median MinDist), see
+            ``filter_by_anchors``.
         patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs
             whose filter kept something.
         min_rounds: epochs whose filter kept something that the set must have been intersected over before

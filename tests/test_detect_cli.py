@@ -37,3 +37,22 @@ def test_detect_reports_bad_input_without_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--embeddings", str(tmp_path / "x.npy"), "--anchors", str(tmp_path / "a.csv")])
     assert "columns index,label" in capsys.readouterr().err
+
+
+def test_one_snapshot_is_audited_with_the_gated_rule_unless_asked(tmp_path):
+    # no poison: the gated rule (dift-detect's default: one embedding, nothing to intersect with) flags under 1 %;
+    # the paper's rule, asked for, keeps the far side of the clean dense candidates
+    x, labels, _ = classes_with_cluster(poison_share=0.0)
+    np.save(tmp_path / "emb.npy", x)
+    aidx, alab = anchors_for(labels, np.zeros(0, dtype=np.int64))
+    with (tmp_path / "anchors.csv").open("w") as f:
+        f.write("index,label\n" + "".join(f"{i},{c}\n" for i, c in zip(aidx, alab)))
+    flagged = {}
+    for rule in ("default", "paper"):
+        out = tmp_path / rule
+        main(["--embeddings", str(tmp_path / "emb.npy"), "--anchors", str(tmp_path / "anchors.csv"),
+              "--out", str(out)] + (["--anchor-rule", rule] if rule != "default" else []))
+        summary = json.loads((out / "summary.json").read_text())
+        flagged[summary["anchor_rule"]] = summary["detected_after_spreading"]
+    assert set(flagged) == {"gated", "paper"}
+    assert flagged["gated"] < 0.01 * len(x) < flagged["paper"]

@@ -1,0 +1,107 @@
+"""DIFT's anchor rules compared on recorded detector inputs: what DIFT would detect, and when it would decide.
+
+    python benchmarks/anchor_rules.py DIR [DIR ...] [--rules gated paper] [--into docs/dift_in_training.md]
+
+Each DIR is a recording of ``benchmarks/dift_inputs.py record`` (the embedded training set after every epoch of
+DIFT's window, the anchors, the ground truth). For each anchor rule the detector is replayed over the recorded
+epochs with the shipped defaults otherwise, and decides as DIFT in training does (``DIFTMixin``): at the first
+epoch whose intersected set is stable, or at the last recorded epoch (DIFT's stop epoch) with the set of the last
+epoch whose filter kept something, once it has ``min_rounds`` such epochs behind it. Reported: the decision
+epoch, the stable set and the detected set (precision / recall against the poisoned samples; on a no-poison
+recording, the share of the training set that would be removed), and how well label spreading from that stable
+set ranks the poisoned samples: the ROC AUC of its poisoned score and the highest recall any threshold on the
+score reaches at precision >= 0.8 (what a better decision rule for the scores could detect at most). Detection does not change the training before
+DIFT decides, so the replay gives what a run with that rule would detect (the fine-tuning and the rest of the
+run are not replayed: ACC and ASR need the run itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+from dift_plugin.config import ANCHOR_RULES
+from dift_plugin.detector import DIFTDetector
+from results import add_into, write_results
+
+OUT = Path(__file__).with_name("anchor_rules_results")
+
+
+def replay(recording: Path, rule: str) -> dict:
+    """The detector over the recorded epochs with ``anchor_rule=rule``, deciding as DIFT in training does."""
+    anchors = np.load(recording / "anchors.npz")
+    truth = np.load(recording / "truth.npy")
+    epochs = sorted(recording.glob("epoch_*.npy"))
+    det = DIFTDetector(anchor_rule=rule, random_state=0)
+    for epoch, path in enumerate(epochs):
+        det.partial_fit(np.load(path), anchors["index"], anchors["labels"])
+        if det.is_stable_ or epoch == len(epochs) - 1:
+            break
+    detected, stable = det.recent_indexes_, det.recent_set_
+    row = {"run": recording.name, "rule": rule, "decided_epoch": epoch, "stable_by_intersection": bool(det.is_stable_),
+           "stable": int(len(stable)), "detected": int(len(detected)), "n_samples": int(det.n_samples_),
+           "n_poisoned": int(len(truth))}
+    if len(truth):
+        for name, found in (("stable", stable), ("detected", detected)):
+            hits = int(np.isin(found, truth).sum())
+            row[f"{name}_precision"] = round(hits / len(found), 3) if len(found) else None
+            row[f"{name}_recall"] = round(hits / len(truth), 3)
+        row.update(ranking(det.spread_score_, truth) if len(detected) else {"auc": None, "recall_at_p80": None})
+    return row
+
+
+def ranking(score: np.ndarray, truth: np.ndarray) -> dict:
+    """How well spreading's poisoned score ranks the poisoned samples: ROC AUC, and the best recall at
+    precision >= 0.8 over all thresholds."""
+    poisoned = np.zeros(len(score), dtype=bool)
+    poisoned[truth] = True
+    precision, recall, _ = precision_recall_curve(poisoned, score)
+    return {"auc": round(float(roc_auc_score(poisoned, score)), 3),
+            "recall_at_p80": round(float(recall[precision >= 0.8].max()), 3)}
+
+
+def fmt(row: dict, name: str) -> str:
+    n = row[name]
+    if not row["n_poisoned"]:
+        return f"{n} ({100 * n / row['n_samples']:.2f} % of the training set)"
+    precision = row[f"{name}_precision"]
+    return f"{n} ({precision:.2f} / {row[f'{name}_recall']:.2f})" if precision is not None else f"{n}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| recording | anchor rule | decided after epoch | stable set (precision / recall) | detected "
+             "(precision / recall) | spreading's score: AUC, best recall at precision >= 0.8 |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        when = f"{r['decided_epoch']}" + (" (stable)" if r["stable_by_intersection"] else " (stop epoch)")
+        rank = f"{r['auc']:.3f}, {r['recall_at_p80']:.2f}" if r.get("auc") is not None else "–"
+        lines.append(f"| {r['run']} | {r['rule']} | {when} | {fmt(r, 'stable')} | {fmt(r, 'detected')} | {rank} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = add_into(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    p.add_argument("dirs", nargs="+", type=Path, help="recordings of benchmarks/dift_inputs.py record")
+    p.add_argument("--rules", nargs="+", choices=ANCHOR_RULES, default=list(ANCHOR_RULES))
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args()
+    missing = [d for d in args.dirs if not (d / "truth.npy").exists()]
+    if missing:
+        sys.exit(f"not recorded (or not to the end): {', '.join(map(str, missing))} "
+                 "(run `python benchmarks/dift_inputs.py record DIR -- OVERRIDES` first)")
+    rows = []
+    for d in args.dirs:
+        for rule in args.rules:
+            rows.append(replay(d, rule))
+            print(rows[-1], flush=True)
+    print(write_results(args.out, table(rows), rows, into=args.into,
+                        note="Each row: one recording replayed with one anchor rule, the detector's other settings "
+                             "at their defaults; no-poison recordings: the share of the training set removed."))
+
+
+if __name__ == "__main__":
+    main()
