@@ -10,9 +10,9 @@ epoch whose filter kept something, once it has ``min_rounds`` such epochs behind
 epoch, the stable set and the detected set (precision / recall against the poisoned samples; on a no-poison
 recording, the share of the training set that would be removed), and how well label spreading from that stable
 set ranks the poisoned samples: the ROC AUC of its poisoned score and the highest recall any threshold on the
-score reaches at precision >= 0.8 (what a better decision rule for the scores could detect at most). Detection does not change the training before
-DIFT decides, so the replay gives what a run with that rule would detect (the fine-tuning and the rest of the
-run are not replayed: ACC and ASR need the run itself).
+score reaches at precision >= 0.8 (what a better decision rule for the scores could detect at most). Detection
+does not change the training before DIFT decides, so the replay gives what a run with that rule would detect
+(the fine-tuning and the rest of the run are not replayed: ACC and ASR need the run itself).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from dift_plugin.config import ANCHOR_RULES
 from dift_plugin.detector import DIFTDetector
+from dift_plugin.scores import detection_scores
 from results import add_into, write_results
 
 OUT = Path(__file__).with_name("anchor_rules_results")
@@ -47,9 +48,9 @@ def replay(recording: Path, rule: str) -> dict:
            "n_poisoned": int(len(truth))}
     if len(truth):
         for name, found in (("stable", stable), ("detected", detected)):
-            hits = int(np.isin(found, truth).sum())
-            row[f"{name}_precision"] = round(hits / len(found), 3) if len(found) else None
-            row[f"{name}_recall"] = round(hits / len(truth), 3)
+            scores = detection_scores(found, truth, det.n_samples_)
+            row[f"{name}_precision"] = scores["precision"] if len(found) else None
+            row[f"{name}_recall"] = scores["recall"]
         row.update(ranking(det.spread_score_, truth) if len(detected) else {"auc": None, "recall_at_p80": None})
     return row
 

@@ -8,12 +8,12 @@
 each input of ``DIFTDetector.partial_fit`` (the embedded training set, float32) as ``DIR/epoch_NN.npy``, with
 the anchors and the ground truth; it stops after ``--epochs`` detection rounds (default 20: DIFT's window in a
 40-epoch run), since nothing after DIFT's decision reaches the detector (the detector's patience is set past the
-window, so that it does not decide earlier). ``report`` scores, per recorded epoch,
-the 5 % densest candidates (their poisoned share), what our gated anchor rule keeps (the GMM's far side behind
-two gates: Ashman's D >= 2 and the far mode beyond the population's median MinDist), what the 2-component GMM's
-far side alone keeps (the paper's rule, the default since 2026-12-03), and each candidate's MinDist excess over the median MinDist of the samples
-nearest the same class's anchors ("excess": benign dense points lie nearer their class's anchors than its typical
-member; does the poison?).
+window, so that it does not decide earlier). ``report`` scores, per recorded epoch, the 5 % densest candidates
+(their poisoned share), what our gated anchor rule keeps (the GMM's far side behind two gates: Ashman's D >= 2
+and the far mode beyond the population's median MinDist), what the 2-component GMM's far side alone keeps (the
+paper's rule, the default since 2026-12-03), and each candidate's MinDist excess over the median MinDist of the
+samples nearest the same class's anchors ("excess": benign dense points lie nearer their class's anchors than
+its typical member; does the poison?).
 """
 
 from __future__ import annotations
