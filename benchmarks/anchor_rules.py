@@ -10,7 +10,10 @@ epoch whose filter kept something, once it has ``min_rounds`` such epochs behind
 epoch, the stable set and the detected set (precision / recall against the poisoned samples; on a no-poison
 recording, the share of the training set that would be removed), and how well label spreading from that stable
 set ranks the poisoned samples: the ROC AUC of its poisoned score and the highest recall any threshold on the
-score reaches at precision >= 0.8 (what a better decision rule for the scores could detect at most). Detection
+score reaches at precision >= 0.8 (what a better decision rule for the scores could detect at most); and that best
+recall for an oracle that knows the truth and scores each sample by the share of poisoned samples among its 10
+nearest neighbours in the decision epoch's embedding (how far the embedding itself separates the poison: what a
+better ranking than spreading's could reach). Detection
 does not change the training before DIFT decides, so the replay gives what a run with that rule would detect
 (the fine-tuning and the rest of the run are not replayed: ACC and ASR need the run itself).
 """
@@ -25,6 +28,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from dift_plugin.config import ANCHOR_RULES
+from dift_plugin.density import knn_search
 from dift_plugin.detector import DIFTDetector
 from dift_plugin.scores import detection_scores
 from results import add_into, write_results
@@ -39,7 +43,8 @@ def replay(recording: Path, rule: str) -> dict:
     epochs = sorted(recording.glob("epoch_*.npy"))
     det = DIFTDetector(anchor_rule=rule, random_state=0)
     for epoch, path in enumerate(epochs):
-        det.partial_fit(np.load(path), anchors["index"], anchors["labels"])
+        x = np.load(path)
+        det.partial_fit(x, anchors["index"], anchors["labels"])
         if det.is_stable_ or epoch == len(epochs) - 1:
             break
     detected, stable = det.recent_indexes_, det.recent_set_
@@ -51,18 +56,21 @@ def replay(recording: Path, rule: str) -> dict:
             scores = detection_scores(found, truth, det.n_samples_)
             row[f"{name}_precision"] = scores["precision"] if len(found) else None
             row[f"{name}_recall"] = scores["recall"]
-        row.update(ranking(det.spread_score_, truth) if len(detected) else {"auc": None, "recall_at_p80": None})
+        poisoned = np.zeros(len(x), dtype=bool)
+        poisoned[truth] = True
+        if len(detected):
+            row.update({"auc": round(float(roc_auc_score(poisoned, det.spread_score_)), 3),
+                        "recall_at_p80": best_recall(det.spread_score_, poisoned)})
+        else:
+            row.update({"auc": None, "recall_at_p80": None})
+        row["oracle_recall_at_p80"] = best_recall(poisoned[knn_search(x, 10, random_state=0).index].mean(1), poisoned)
     return row
 
 
-def ranking(score: np.ndarray, truth: np.ndarray) -> dict:
-    """How well spreading's poisoned score ranks the poisoned samples: ROC AUC, and the best recall at
-    precision >= 0.8 over all thresholds."""
-    poisoned = np.zeros(len(score), dtype=bool)
-    poisoned[truth] = True
+def best_recall(score: np.ndarray, poisoned: np.ndarray, precision_at_least: float = 0.8) -> float:
+    """The highest recall of the poisoned samples that a threshold on ``score`` reaches at the given precision."""
     precision, recall, _ = precision_recall_curve(poisoned, score)
-    return {"auc": round(float(roc_auc_score(poisoned, score)), 3),
-            "recall_at_p80": round(float(recall[precision >= 0.8].max()), 3)}
+    return round(float(recall[precision >= precision_at_least].max()), 3)
 
 
 def fmt(row: dict, name: str) -> str:
@@ -75,12 +83,15 @@ def fmt(row: dict, name: str) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| recording | anchor rule | decided after epoch | stable set (precision / recall) | detected "
-             "(precision / recall) | spreading's score: AUC, best recall at precision >= 0.8 |",
-             "|---|---|---|---|---|---|"]
+             "(precision / recall) | spreading's score: AUC, best recall at precision >= 0.8 | oracle's best recall "
+             "at precision >= 0.8 |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         when = f"{r['decided_epoch']}" + (" (stable)" if r["stable_by_intersection"] else " (stop epoch)")
         rank = f"{r['auc']:.3f}, {r['recall_at_p80']:.2f}" if r.get("auc") is not None else "–"
-        lines.append(f"| {r['run']} | {r['rule']} | {when} | {fmt(r, 'stable')} | {fmt(r, 'detected')} | {rank} |")
+        oracle = f"{r['oracle_recall_at_p80']:.2f}" if r.get("oracle_recall_at_p80") is not None else "–"
+        lines.append(f"| {r['run']} | {r['rule']} | {when} | {fmt(r, 'stable')} | {fmt(r, 'detected')} | {rank} "
+                     f"| {oracle} |")
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ keeps nothing (abstains) brings no evidence: the set and its stability stay as t
 the set so far restarts it (the earlier group was transient). ``recent_indexes_`` spreads the set once it has
 been intersected over at least ``min_rounds`` epochs whose filter kept something (empty before) — what a caller
 that must decide now (DIFT at its ``stop_epoch``) uses, so that one epoch's transient dense group is never acted on.
+Spreading runs when one of these is first read after an epoch, not in ``partial_fit``: DIFT in training reads them
+once, at its decision (the per-epoch loop is the paper's Figure 3, "before label spreading").
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from dift_plugin.config import ANCHOR_RULES, SPREADINGS
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
-from dift_plugin.spreading import normalized_graph, rbf_knn_graph, self_consistent_prior, sklearn_spreading, spread
+from dift_plugin.spreading import (
+    check_dense_size,
+    normalized_graph,
+    rbf_knn_graph,
+    self_consistent_prior,
+    sklearn_spreading,
+    spread,
+)
 
 STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "rounds" optional (added later)
 
@@ -108,12 +117,27 @@ class DIFTDetector:
                     self.stable_set_, self.rounds_ = np.unique(self.kept_), 1
                 self.is_stable_ = self.tracker_.update(len(self.stable_set_))
             self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
-        with self._timed("spreading"):
-            self.poisoned_indexes_, self.spread_score_ = self._spread(x, neighbours, anchors, self.stable_set_)
-            self.recent_indexes_ = (self.poisoned_indexes_ if len(self.recent_set_)
-                                    else np.zeros(0, dtype=np.int64))
+        self._spread_inputs = (x, neighbours, anchors, self.stable_set_)  # spread on demand: see poisoned_indexes_
+        self._spread_result: tuple[np.ndarray, np.ndarray] | None = None
         self.n_epochs_ = len(self.tracker_.sizes)
         return self
+
+    @property
+    def poisoned_indexes_(self) -> np.ndarray:
+        """The detected set: label spreading of this epoch's stable set (sorted indexes). Computed when first read
+        after a ``partial_fit`` (its time in ``timings_["spreading"]``): the per-epoch loop needs only the
+        intersection, and DIFT in training spreads once, at its decision."""
+        return self._spread_once()[0]
+
+    @property
+    def spread_score_(self) -> np.ndarray:
+        """Each sample's poisoned score from label spreading (N,), computed with ``poisoned_indexes_``."""
+        return self._spread_once()[1]
+
+    @property
+    def recent_indexes_(self) -> np.ndarray:
+        """``poisoned_indexes_`` once the stable set has ``min_rounds`` epochs behind it, empty before."""
+        return self.poisoned_indexes_ if len(self.recent_set_) else np.zeros(0, dtype=np.int64)
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The state that ``partial_fit`` carries across epochs, as a plain dict of arrays (for checkpoints)."""
@@ -140,6 +164,15 @@ class DIFTDetector:
 
     # -- stages -----------------------------------------------------------------------------------------------
 
+    def _spread_once(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_spread_inputs", None) is None:
+            raise AttributeError("no epoch to spread: call fit or partial_fit first (a detector restored with "
+                                 "set_state has its stable set, not the embeddings to spread it on)")
+        if self._spread_result is None:
+            with self._timed("spreading"):
+                self._spread_result = self._spread(*self._spread_inputs)
+        return self._spread_result
+
     def _spread(self, x: torch.Tensor, neighbours: Neighbours, anchors: np.ndarray,
                 stable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Label spreading from ``stable`` (poisoned) and the anchors (clean) -> (detected, poisoned score)."""
@@ -165,6 +198,7 @@ class DIFTDetector:
         self.recent_set_ = np.zeros(0, dtype=np.int64)
         self.rounds_ = 0
         self.is_stable_ = False
+        self._spread_inputs = None
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -195,6 +229,8 @@ class DIFTDetector:
             raise ValueError(f"anchor_rule must be one of {', '.join(ANCHOR_RULES)}, got {self.anchor_rule!r}")
         if self.spreading not in SPREADINGS:
             raise ValueError(f"spreading must be one of {', '.join(SPREADINGS)}, got {self.spreading!r}")
+        if self.spreading == "sklearn":
+            check_dense_size(n)  # before the epoch's work, not when the set is first read
         if len(np.unique(labels)) < 2:
             raise ValueError(f"need anchors of at least 2 classes, got {len(np.unique(labels))}")
         if getattr(self, "n_samples_", -1) not in (-1, n) and self.tracker_.sizes:

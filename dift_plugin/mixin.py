@@ -104,8 +104,9 @@ class DIFTMixin:
             row.update(self._dift_mitigate(epoch))
         row["phase"] = self.dift_state.phase
         self.dift_state.history.append(row)
+        spread = f" -> {row['detected']} after spreading" if "detected" in row else ""
         self.print(f"DIFT epoch {epoch}: {row['candidates']} candidates -> {row['kept']} kept -> "
-                       f"{row['stable']} stable -> {row['detected']} after spreading; phase {row['phase']}")
+                   f"{row['stable']} stable{spread}; phase {row['phase']}")
         self.log_dict({f"dift/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float))},
                       on_step=False, on_epoch=True)
 
@@ -141,24 +142,30 @@ class DIFTMixin:
         result = None
         if self.trainer.global_rank == 0:
             det.partial_fit(x, data.anchor_indexes, data.anchor_labels)
-            self._dift_add_time("detection", sum(v for k, v in det.timings_.items() if k != "spreading"))
-            self._dift_add_time("spreading", det.timings_.get("spreading", 0.0))
-            result = (det.get_state(), det.recent_indexes_, self._dift_row(epoch))
-        state, detected, row = self.trainer.strategy.broadcast(result, src=0)
+            self._dift_add_time("detection", sum(det.timings_.values()))
+            result = (det.get_state(), self._dift_row(epoch))
+        state, row = self.trainer.strategy.broadcast(result, src=0)
         if self.trainer.global_rank != 0:
             det.set_state(state)
-            det.recent_indexes_ = detected
         return row
 
     def _dift_mitigate(self, epoch: int) -> dict[str, Any]:
         """The detected set is final: fine-tune (Eq. 7), sync branches, restart the LR, filter the training set.
-        It is the spreading of the stable set of the last epoch whose filter did not abstain."""
-        detected = np.asarray(self.dift_detector.recent_indexes_, dtype=np.int64)
+        It is the spreading (on rank 0, once) of the stable set of the last epoch whose filter did not abstain."""
+        out: dict[str, Any] = {"decided": 1}
+        found = None
+        if self.trainer.global_rank == 0:
+            det = self.dift_detector
+            found = det.recent_indexes_
+            self._dift_add_time("spreading", det.timings_.get("spreading", 0.0))
+            out.update(self._dift_scores("detected", found))
+        detected = np.asarray(self.trainer.strategy.broadcast(found, src=0), dtype=np.int64)
         check_ranks_agree(detected, self.trainer.world_size, self.device, self.all_gather)
         self.dift_state.detected, self.dift_state.decided_epoch = detected.tolist(), epoch
+        out["detected"] = len(detected)
         if len(detected) == 0:
             self.dift_state.phase = "clean"
-            return {"decided": 1}
+            return out
         ft = self.dift_cfg.finetune
         with self._dift_timed("finetuning"):
             if ft.epochs > 0 and len(detected) >= 2:
@@ -182,7 +189,6 @@ class DIFTMixin:
                                            "total": remaining * per_epoch}
                 install_restarted_schedule(self.trainer, warmup, remaining * per_epoch, 0)
         self.dift_state.phase = "filtered"
-        out: dict[str, Any] = {"decided": 1}
         if self.dift_state.finetune:
             out.update({f"finetune_{k}": v for k, v in self.dift_state.finetune.items()})
         return out
@@ -190,19 +196,25 @@ class DIFTMixin:
     # -- helpers ----------------------------------------------------------------------------------------------
 
     def _dift_row(self, epoch: int) -> dict[str, Any]:
+        """One epoch of the history, before label spreading (the paper's Figure 3); the decision epoch's row gets
+        the detected set from ``_dift_mitigate``."""
         det, truth = self.dift_detector, self.dift_data.poisoned_indexes
         row: dict[str, Any] = {"epoch": epoch, "candidates": len(det.candidates_), "kept": len(det.kept_),
-                               "stable": len(det.stable_set_), "detected": len(det.poisoned_indexes_),
-                               "recent_stable": len(det.recent_set_), "recent_detected": len(det.recent_indexes_),
+                               "stable": len(det.stable_set_), "recent_stable": len(det.recent_set_),
                                "is_stable": int(det.is_stable_), "filter": det.filter_reason_,
                                **{f"time_{k}": v for k, v in det.timings_.items()}}
+        row.update(self._dift_scores("kept", det.kept_))
+        row.update(self._dift_scores("stable", det.stable_set_))
         if truth is not None and len(truth):
-            n = len(det.density_)
-            for stage, found in (("kept", det.kept_), ("stable", det.stable_set_),
-                                 ("detected", det.poisoned_indexes_)):
-                row.update({f"{stage}_{k}": v for k, v in detection_scores(found, truth, n).items()})
             row.update({f"poisoned_{k}": v for k, v in density_rank_stats(det.density_, truth).items()})
         return row
+
+    def _dift_scores(self, stage: str, found: np.ndarray) -> dict[str, Any]:
+        """``{stage}_precision`` etc. of ``found`` against the known poisoned samples (none when unknown)."""
+        truth = self.dift_data.poisoned_indexes
+        if truth is None or not len(truth):
+            return {}
+        return {f"{stage}_{k}": v for k, v in detection_scores(found, truth, len(self.dift_data.dataset)).items()}
 
     def _dift_exclude(self, detected: np.ndarray) -> None:
         """From now on the training loader never yields ``detected``; MoCo (a ``queue``) keeps full batches."""

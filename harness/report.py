@@ -5,7 +5,7 @@
 - ``table2``: ACC / ASR with each defense and their drops against the undefended run of the same seed, mean ± std
   over seeds, best in bold (the paper's Table 2), DIFT's ablations below;
 - ``detection`` + ``fig5.png`` (DIFT's precision / recall before and after label spreading) + ``fig3.png`` (the
-  detected set's size and precision per epoch); DIFT vs DBSCAN (B1's filter) vs OPTICS, TPR / FPR;
+  intersected set's size and precision per epoch, before spreading); DIFT vs DBSCAN (B1's filter) vs OPTICS, TPR / FPR;
 - ``cost``: wall time per defense and phase, and its ratio to the undefended run;
 - ``cells.csv``: every cell with its numbers and the machine it ran on; ``README.md`` linking them, with the
   environment, the cells per machine and the deviations.
@@ -318,7 +318,8 @@ def fig5(rows: list[dict], path: Path) -> None:
 
 
 def fig3(groups: dict, path: Path) -> None:
-    """The detected set's size and precision per epoch, one panel per setting, one line per seed (Figure 3)."""
+    """The intersected set's size and precision per epoch, before label spreading, one panel per setting, one line
+    per seed (the paper's Figure 3: "Precision and detected sample number before label spreading")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -331,15 +332,15 @@ def fig3(groups: dict, path: Path) -> None:
         for seed, m in sorted(runs.items()):
             hist = m["dift"].get("history", [])
             epochs = [h["epoch"] for h in hist]
-            ax.plot(epochs, [h.get("detected", 0) for h in hist], label=f"size, seed {seed}")
-            twin.plot(epochs, [h.get("detected_precision", 0) for h in hist], "--", label=f"precision, seed {seed}")
+            ax.plot(epochs, [h.get("stable", 0) for h in hist], label=f"size, seed {seed}")
+            twin.plot(epochs, [h.get("stable_precision", 0) for h in hist], "--", label=f"precision, seed {seed}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("detected samples")
         twin.set_ylabel("precision (dashed)")
         twin.set_ylim(0, 1.05)
         ax.set_title(" ".join(group), fontsize=9)
         ax.legend(fontsize=6, loc="upper left")
-    fig.suptitle("DIFT's detected set per epoch (Figure 3)", fontsize=9)
+    fig.suptitle("DIFT's intersected set per epoch, before label spreading (Figure 3)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -184,6 +184,29 @@ def test_intersection_and_stability_rules():
     assert [t.update(s) for s in (100, 50, 48, 47, 20)] == [False, False, False, True, False]
 
 
+def test_spreading_runs_once_when_its_result_is_first_read(monkeypatch):
+    """partial_fit intersects only (the per-epoch loop, the paper's Figure 3); the detected set is spread when it
+    is first read, once per epoch."""
+    x, labels, poisoned = classes_with_cluster(n=3000, poison_share=0.02)
+    anchors = anchors_for(labels, poisoned)
+    det = DIFTDetector().fit(x, *anchors)
+    assert "spreading" not in det.timings_
+    found = det.poisoned_indexes_
+    assert "spreading" in det.timings_ and precision_recall(found, poisoned)[1] >= 0.95
+
+    def fail(*args, **kwargs):
+        raise AssertionError("spread again")
+
+    monkeypatch.setattr("dift_plugin.detector.spread", fail)
+    np.testing.assert_array_equal(det.poisoned_indexes_, found)  # cached: no second spreading
+    assert det.spread_score_.shape == (len(x),)
+    with pytest.raises(AssertionError, match="spread again"):
+        det.partial_fit(x, *anchors).poisoned_indexes_  # a new epoch spreads its own stable set
+    restored = DIFTDetector().set_state(det.get_state())
+    with pytest.raises(AttributeError, match="call fit or partial_fit first"):
+        restored.poisoned_indexes_
+
+
 def test_state_round_trip_continues_identically():
     x, labels, poisoned = classes_with_cluster(n=3000, poison_share=0.02)
     anchors = anchors_for(labels, poisoned)

@@ -90,6 +90,8 @@ def test_history_has_set_sizes_scores_and_timings(moco_with_dift):
     summary = model.dift_summary()
     rows = summary["history"]
     assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[-1]["phase"] == "filtered"
+    assert summary["decided_epoch"] == 2 and rows[-1]["detected"] == summary["detected"]
+    assert not any("detected" in key for r in rows[:-1] for key in r)  # spread once, at the decision
     assert rows[-1]["detected_precision"] > 0.5 and rows[-1]["detected_recall"] > 0.5
     for key in ("candidates", "kept", "stable", "detected", "stable_precision", "stable_recall", "detected_precision",
                 "detected_recall", "detected_fpr", "poisoned_median_rank_pct", "poisoned_top_share"):
