@@ -335,7 +335,7 @@ def fig3(groups: dict, path: Path) -> None:
             ax.plot(epochs, [h.get("stable", 0) for h in hist], label=f"size, seed {seed}")
             twin.plot(epochs, [h.get("stable_precision", 0) for h in hist], "--", label=f"precision, seed {seed}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("detected samples")
+        ax.set_ylabel("samples in the intersected set")
         twin.set_ylabel("precision (dashed)")
         twin.set_ylim(0, 1.05)
         ax.set_title(" ".join(group), fontsize=9)
