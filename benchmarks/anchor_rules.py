@@ -13,9 +13,9 @@ set ranks the poisoned samples: the ROC AUC of its poisoned score and the highes
 score reaches at precision >= 0.8 (what a better decision rule for the scores could detect at most); and that best
 recall for an oracle that knows the truth and scores each sample by the share of poisoned samples among its 10
 nearest neighbours in the decision epoch's embedding (how far the embedding itself separates the poison: what a
-better ranking than spreading's could reach). Detection
-does not change the training before DIFT decides, so the replay gives what a run with that rule would detect
-(the fine-tuning and the rest of the run are not replayed: ACC and ASR need the run itself).
+better ranking than spreading's could reach). Detection does not change the training before DIFT decides, so the
+replay gives what a run with that rule would detect (the fine-tuning and the rest of the run are not replayed: ACC
+and ASR need the run itself).
 """
 
 from __future__ import annotations
