@@ -15,22 +15,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 import attacks  # noqa: E402
 from dift_plugin.images import to_float  # noqa: E402
 from harness.data import load_split  # noqa: E402
 
 
-def poisoned_examples(name: str, preset: str, overrides: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """``n`` clean target-class training images, their poisoned versions and a caption of the settings."""
+def attack_config(name: str, preset: str, overrides: list[str]) -> DictConfig:
+    """The pretrain config of ``preset`` with attack ``name`` and further hydra ``overrides``."""
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = compose(config_name="pretrain", overrides=[f"preset={preset}", f"attack={name}", *overrides])
+        return compose(config_name="pretrain", overrides=[f"preset={preset}", f"attack={name}", *overrides])
+
+
+def poisoned_examples(cfg: DictConfig, n: int, preset: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``n`` clean target-class training images, their poisoned versions and a caption of the attack's settings
+    (``preset``: the preset ``cfg`` was composed with, for the caption)."""
     train = load_split(cfg.data, "train", seed=int(cfg.seed))
     attack = attacks.from_config(cfg.attack)
     result = attack.poison(train, int(cfg.attack.target_class), float(cfg.attack.rate), seed=int(cfg.seed))
     index = result.poisoned_indexes[:n]
     params = ", ".join(f"{k}={v}" for k, v in cfg.attack.params.items() if v is not None)
-    caption = f"{name} ({preset}): rate {cfg.attack.rate}, {params}"
+    caption = f"{cfg.attack.name} ({preset}): rate {cfg.attack.rate}, {params}"
     return to_float(train.images[index]), to_float(result.train.images[index]), caption
 
 
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=sorted(attacks.ATTACKS))
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the pretrain config, e.g. data.root=...")
     args = parser.parse_args(argv)
-    rows = [poisoned_examples(name, args.preset, args.overrides, args.n) for name in args.attacks]
+    rows = [poisoned_examples(attack_config(name, args.preset, args.overrides), args.n, args.preset)
+            for name in args.attacks]
     draw(rows, args.out)
     print(f"wrote {args.out}")
 
