@@ -36,15 +36,19 @@ from results import add_into, write_results
 OUT = Path(__file__).with_name("anchor_rules_results")
 
 
-def replay(recording: Path, rule: str) -> dict:
-    """The detector over the recorded epochs with ``anchor_rule=rule``, deciding as DIFT in training does."""
-    anchors = np.load(recording / "anchors.npz")
+def replay(recording: Path, rule: str,
+           anchors: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, np.ndarray]:
+    """The detector over the recorded epochs with ``anchor_rule=rule``, deciding as DIFT in training does; with the
+    recorded anchors, or ``anchors`` (indexes, labels) instead. Returns its row and the detected indexes."""
+    if anchors is None:
+        recorded = np.load(recording / "anchors.npz")
+        anchors = recorded["index"], recorded["labels"]
     truth = np.load(recording / "truth.npy")
     epochs = sorted(recording.glob("epoch_*.npy"))
     det = DIFTDetector(anchor_rule=rule, random_state=0)
     for epoch, path in enumerate(epochs):
         x = np.load(path)
-        det.partial_fit(x, anchors["index"], anchors["labels"])
+        det.partial_fit(x, *anchors)
         if det.is_stable_ or epoch == len(epochs) - 1:
             break
     detected, stable = det.recent_indexes_, det.recent_set_
@@ -64,7 +68,7 @@ def replay(recording: Path, rule: str) -> dict:
         else:
             row.update({"auc": None, "recall_at_p80": None})
         row["oracle_recall_at_p80"] = best_recall(poisoned[knn_search(x, 10, random_state=0).index].mean(1), poisoned)
-    return row
+    return row, detected
 
 
 def best_recall(score: np.ndarray, poisoned: np.ndarray, precision_at_least: float = 0.8) -> float:
@@ -95,20 +99,31 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = add_into(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+def recordings_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """The command line of a replay over recordings: ``DIR ... [--out PATH] [--into DOC ...]``."""
+    p = add_into(argparse.ArgumentParser(description=doc.split("\n")[0]))
     p.add_argument("dirs", nargs="+", type=Path, help="recordings of benchmarks/dift_inputs.py record")
-    p.add_argument("--rules", nargs="+", choices=ANCHOR_RULES, default=list(ANCHOR_RULES))
-    p.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args()
-    missing = [d for d in args.dirs if not (d / "truth.npy").exists()]
+    p.add_argument("--out", type=Path, default=out)
+    return p
+
+
+def check_recorded(dirs: list[Path]) -> None:
+    """Exit with what to run when a directory is not a finished recording."""
+    missing = [d for d in dirs if not ((d / "truth.npy").exists() and (d / "overrides.json").exists())]
     if missing:
         sys.exit(f"not recorded (or not to the end): {', '.join(map(str, missing))} "
                  "(run `python benchmarks/dift_inputs.py record DIR -- OVERRIDES` first)")
+
+
+def main() -> None:
+    p = recordings_parser(__doc__, OUT)
+    p.add_argument("--rules", nargs="+", choices=ANCHOR_RULES, default=list(ANCHOR_RULES))
+    args = p.parse_args()
+    check_recorded(args.dirs)
     rows = []
     for d in args.dirs:
         for rule in args.rules:
-            rows.append(replay(d, rule))
+            rows.append(replay(d, rule)[0])
             print(rows[-1], flush=True)
     print(write_results(args.out, table(rows), rows, into=args.into,
                         note="Each row: one recording replayed with one anchor rule, the detector's other settings "
