@@ -26,16 +26,11 @@ from harness.gallery import attack_config, poisoned_examples
 from harness.report import fill_blocks
 
 
-def trigger_coefficients(images: torch.Tensor, attack: DictConfig) -> torch.Tensor:
-    """(n, channels x positions): the 0-255 scale DCT coefficients at CTRL's trigger positions of one window."""
+def chroma_dct(images: torch.Tensor, attack: DictConfig) -> torch.Tensor:
+    """(n, len(channels), H, W): the 0-255 scale block DCT of the trigger's channels (YUV and DCT are linear, so the
+    DCT of two views' difference is the difference of their DCTs)."""
     coeffs = block_dct(rgb_to_yuv(images.double() * 255), int(attack.params.window_size))
-    return torch.stack([coeffs[:, CHANNELS[c], p, p] for c in attack.params.channels for p in attack.params.positions], 1)
-
-
-def chroma_energy(images: torch.Tensor, attack: DictConfig) -> torch.Tensor:
-    """(n,): the squared DCT coefficients of the trigger's channels, summed."""
-    coeffs = block_dct(rgb_to_yuv(images.double() * 255), int(attack.params.window_size))
-    return (coeffs[:, [CHANNELS[c] for c in attack.params.channels]] ** 2).sum((1, 2, 3))
+    return coeffs[:, [CHANNELS[c] for c in attack.params.channels]]
 
 
 def survival(clean: torch.Tensor, poisoned: torch.Tensor, augmentation: torch.nn.Module, attack: DictConfig,
@@ -46,11 +41,14 @@ def survival(clean: torch.Tensor, poisoned: torch.Tensor, augmentation: torch.nn
     a = augmentation(clean)
     torch.manual_seed(seed)
     b = augmentation(poisoned)
-    kept = (trigger_coefficients(b, attack) - trigger_coefficients(a, attack)) / float(attack.params.magnitude)
-    at_positions = ((trigger_coefficients(b, attack) - trigger_coefficients(a, attack)) ** 2).sum(1)
-    share = at_positions / chroma_energy(b - a, attack).clamp_min(1e-12)
-    energy = chroma_energy(b - a, attack) / (len(kept[0]) * float(attack.params.magnitude) ** 2)
-    return float(kept.abs().median()), float(share.median()), float(energy.median())
+    diff = chroma_dct(b - a, attack)  # one window: the trigger sits at (p, p) of each channel
+    at_positions = torch.stack([diff[:, c, p, p] for c in range(diff.shape[1]) for p in attack.params.positions], 1)
+    magnitude = float(attack.params.magnitude)
+    energy = (diff ** 2).sum((1, 2, 3))
+    share = (at_positions ** 2).sum(1) / energy.clamp_min(1e-12)
+    kept = (at_positions / magnitude).abs()
+    return (float(kept.median()), float(share.median()),
+            float((energy / (at_positions.shape[1] * magnitude ** 2)).median()))
 
 
 def augmentations(cfg: DictConfig, size: int) -> dict[str, torch.nn.Module]:
