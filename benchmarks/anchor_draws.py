@@ -31,14 +31,10 @@ FLOOD = 0.005  # a no-poison run that removes more than this share of its traini
 
 def training_labels(recording: Path) -> tuple[np.ndarray, list[str]]:
     """The class of every training sample of the recorded run (its data config and seed), and the class names."""
-    from hydra import compose, initialize_config_dir
-
+    from harness.config import pretrain_config
     from harness.data import load_split
 
-    overrides = json.loads((recording / "overrides.json").read_text())
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("pretrain", overrides=overrides)
+    cfg = pretrain_config(json.loads((recording / "overrides.json").read_text()))
     train = load_split(cfg.data, "train", seed=int(cfg.seed))
     return train.labels.numpy(), list(train.classes)
 

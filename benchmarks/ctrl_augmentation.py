@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from attacks.ctrl import CHANNELS, block_dct, rgb_to_yuv
 from harness.augment import build_view_augmentation
-from harness.gallery import attack_config, poisoned_examples
+from harness.gallery import attack_config, caption, poisoned_examples
 from harness.report import fill_blocks
 
 
@@ -68,9 +68,9 @@ def augmentations(cfg: DictConfig, size: int) -> dict[str, torch.nn.Module]:
 
 def table(preset: str, n: int, overrides: list[str]) -> str:
     cfg = attack_config("ctrl", preset, overrides)
-    clean, poisoned, caption = poisoned_examples(cfg, n, preset)
-    lines = [f"CTRL's trigger in the training views ({caption}; {len(clean)} target-class training images; "
-             f"`python benchmarks/ctrl_augmentation.py --preset {preset}`):", "",
+    clean, poisoned = poisoned_examples(cfg, n)
+    lines = [f"CTRL's trigger in the training views ({caption(cfg, preset)}; {len(clean)} target-class training "
+             f"images; `python benchmarks/ctrl_augmentation.py --preset {preset}`):", "",
              "| augmentation | trigger magnitude kept at its DCT positions (median share) | share of the views' U/V difference "
              "at those positions (median) | the views' U/V difference energy / the trigger's (median) |",
              "|---|---|---|---|"]

@@ -40,8 +40,7 @@ class Recorded(Exception):
 
 
 def record(out: Path, overrides: list[str], epochs: int) -> None:
-    from hydra import compose, initialize_config_dir
-
+    from harness.config import pretrain_config
     from harness.pretrain import run
 
     out.mkdir(parents=True, exist_ok=True)
@@ -57,12 +56,10 @@ def record(out: Path, overrides: list[str], epochs: int) -> None:
             raise Recorded
         return result
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        # patience past the window: DIFT never decides early, so every epoch up to its stop epoch is recorded
-        # whatever rule is replayed on them later (benchmarks/anchor_rules.py); detection does not change the
-        # training before DIFT decides, so the embeddings are those of a run with any patience
-        cfg = compose("pretrain", overrides=[*overrides, "defense=dift", f"dift.detector.patience={epochs + 1}"])
+    # patience past the window: DIFT never decides early, so every epoch up to its stop epoch is recorded
+    # whatever rule is replayed on them later (benchmarks/anchor_rules.py); detection does not change the
+    # training before DIFT decides, so the embeddings are those of a run with any patience
+    cfg = pretrain_config([*overrides, "defense=dift", f"dift.detector.patience={epochs + 1}"])
     DIFTDetector.partial_fit = saving
     try:
         run(cfg, out / "run")

@@ -37,11 +37,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from dift_plugin.errors import DiftUserError
+from harness.config import CONF_DIR
 from harness.data import pin_data_root
 from harness.machine import machine
 from harness.pretrain import package_versions, write_json
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PHASES = ("training", "post-training defenses", "defenses of re-trained runs")
 POST_DEFENSES = ("clp", "b1", "b2")
 ATTACK_KEYS = ("name", "label", "overrides", "seeds", "ablations")  # an attack setting of a grid

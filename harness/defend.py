@@ -31,13 +31,13 @@ from baselines.density_filter import density_filter
 from dift_plugin.errors import DiftUserError
 from dift_plugin.scores import detection_scores
 from harness.augment import Normalize
+from harness.config import CONF_DIR
 from harness.data import pin_data_root
 from harness.experiment import RunData, evaluate_backbone, load_run, prepare_data
 from harness.machine import machine
 from harness.monitor import embedding_spaces
 from harness.pretrain import POST_TRAINING, run, write_detected, write_json
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SCORES = ("acc_linear", "acc_knn", "asr_linear", "asr_knn")
 IDENTITY = ("method", "dataset", "backbone", "seed", "attack", "poisoned_samples", "train_samples", "test_samples")
 

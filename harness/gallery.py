@@ -14,37 +14,39 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import attacks  # noqa: E402
 from dift_plugin.images import to_float  # noqa: E402
+from harness.config import pretrain_config  # noqa: E402
 from harness.data import load_split  # noqa: E402
 
 
 def attack_config(name: str, preset: str, overrides: list[str]) -> DictConfig:
     """The pretrain config of ``preset`` with attack ``name`` and further hydra ``overrides``."""
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        return compose(config_name="pretrain", overrides=[f"preset={preset}", f"attack={name}", *overrides])
+    return pretrain_config([f"preset={preset}", f"attack={name}", *overrides])
 
 
-def poisoned_examples(cfg: DictConfig, n: int, preset: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """``n`` clean target-class training images, their poisoned versions and a caption of the attack's settings
-    (``preset``: the preset ``cfg`` was composed with, for the caption)."""
+def poisoned_examples(cfg: DictConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` clean target-class training images and their poisoned versions under ``cfg``'s attack."""
     train = load_split(cfg.data, "train", seed=int(cfg.seed))
     attack = attacks.from_config(cfg.attack)
     result = attack.poison(train, int(cfg.attack.target_class), float(cfg.attack.rate), seed=int(cfg.seed))
     index = result.poisoned_indexes[:n]
+    return to_float(train.images[index]), to_float(result.train.images[index])
+
+
+def caption(cfg: DictConfig, preset: str) -> str:
+    """The attack's settings in one line: "ctrl (cpu): rate 0.1, magnitude=100, ..."."""
     params = ", ".join(f"{k}={v}" for k, v in cfg.attack.params.items() if v is not None)
-    caption = f"{cfg.attack.name} ({preset}): rate {cfg.attack.rate}, {params}"
-    return to_float(train.images[index]), to_float(result.train.images[index]), caption
+    return f"{cfg.attack.name} ({preset}): rate {cfg.attack.rate}, {params}"
 
 
 def draw(rows: list[tuple[torch.Tensor, torch.Tensor, str]], out: Path) -> None:
     """One block per attack: clean row, poisoned row, |difference| row (scaled to its own maximum)."""
     n = rows[0][0].shape[0]
     fig, axes = plt.subplots(3 * len(rows), n, figsize=(1.3 * n, 1.45 * 3 * len(rows)), squeeze=False)
-    for b, (clean, poisoned, caption) in enumerate(rows):
+    for b, (clean, poisoned, title) in enumerate(rows):
         diff = (poisoned - clean).abs()
         diff = diff / diff.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
         for r, (label, imgs) in enumerate((("clean", clean), ("poisoned", poisoned), ("|diff| (scaled)", diff))):
@@ -55,7 +57,7 @@ def draw(rows: list[tuple[torch.Tensor, torch.Tensor, str]], out: Path) -> None:
                 ax.set_yticks([])
                 if c == 0:
                     ax.set_ylabel(label, fontsize=7)
-        axes[3 * b, 0].set_title(caption, fontsize=7, loc="left")
+        axes[3 * b, 0].set_title(title, fontsize=7, loc="left")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
@@ -70,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", nargs="+", default=sorted(attacks.ATTACKS))
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the pretrain config, e.g. data.root=...")
     args = parser.parse_args(argv)
-    rows = [poisoned_examples(attack_config(name, args.preset, args.overrides), args.n, args.preset)
-            for name in args.attacks]
+    cfgs = [attack_config(name, args.preset, args.overrides) for name in args.attacks]
+    rows = [(*poisoned_examples(cfg, args.n), caption(cfg, args.preset)) for cfg in cfgs]
     draw(rows, args.out)
     print(f"wrote {args.out}")
 

@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from harness.config import pretrain_config
 from harness.data import pin_data_root
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 os.environ.setdefault("DIFT_DATA_ROOT", str(REPO.parent / "shared" / "datasets"))
 pin_data_root()  # a relative root means: relative to where pytest was started, also in the tests' subprocesses
 
@@ -27,8 +26,7 @@ TINY = [
 
 def make_cfg(*overrides: str) -> DictConfig:
     """The composed ``dift-pretrain`` config with the tiny settings plus ``overrides``."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="pretrain", overrides=[*TINY, *overrides])
+    return pretrain_config([*TINY, *overrides])
 
 
 @pytest.fixture(scope="session")

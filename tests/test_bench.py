@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from dift_plugin.errors import DiftUserError
 from harness.bench import load_bench, plan
-from tests.conftest import CONF_DIR
+from harness.config import CONF_DIR
 
 REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "cost") for ext in ("md", "csv")] + [
     "fig3.png", "fig5.png", "cells.csv", "README.md"]

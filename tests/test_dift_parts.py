@@ -18,8 +18,9 @@ from dift_plugin.finetune import density_reduction_loss, finetune, mean_pairwise
 from dift_plugin.sampling import ExcludingSampler
 from dift_plugin.schedule import restarted_schedule, warmup_cosine
 from dift_plugin.scores import density_rank_stats, detection_scores
+from harness.config import CONF_DIR
 from harness.methods import build_method
-from tests.conftest import CONF_DIR, make_cfg
+from tests.conftest import make_cfg
 
 
 def test_dift_true_false_and_mapping():

@@ -10,13 +10,14 @@ from torch import nn
 
 from dift_plugin.errors import DiftUserError
 from harness.backbones import SmallCNN
+from harness.config import CONF_DIR
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
 from harness.experiment import prepare_data
 from harness.methods import METHODS, build_method
 from harness.optim import build_optimizer, build_schedule
 from harness.pretrain import build_trainer, run
-from tests.conftest import CONF_DIR, make_cfg
+from tests.conftest import make_cfg
 from tests.recorder import Recorder
 from tests.test_dift_training import FORCED
 
