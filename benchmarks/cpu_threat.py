@@ -136,11 +136,11 @@ def cells() -> list[Cell]:
                             "simclr SSL-Backdoor, temperature 0.5 (the former preset)", base)
     out += dift_cells("simclr_t05_dift_s0", "simclr_t05_clean_dift_s0", "simclr (temperature 0.5)",
                       ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR), "simclr_t05_clean_s0")
-    for seed in SEEDS:
-        out.append(Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder",
-                        ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder"),
-                        control=f"simclr_clean_s{seed}",
-                        control_attack=("attack=corruptencoder", "attack.params.patch_size=8")))
+    for seed in SEEDS:  # each seed with its own no-poison run (CorruptEncoder's test trigger: the preset's 8x8 patch)
+        base = ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder")
+        out += [Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder", base, control=f"simclr_ce_clean_s{seed}"),
+                Cell("presets", f"simclr_ce_clean_s{seed}", "simclr CorruptEncoder's no-poison control",
+                     base + ("attack.rate=0",))]
     patch = ("attack=sslbackdoor", "attack.params.patch_size=10")  # a larger patch than the preset's 8x8
     out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch (temperature 0.5)",
                     ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR, *patch), control="simclr_t05_clean_s0",
