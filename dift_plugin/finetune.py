@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from dift_plugin.config import FinetuneConfig
+
+log = logging.getLogger(__name__)
 
 
 def density_reduction_loss(x: torch.Tensor, lam: float, epsilon: float) -> torch.Tensor:
@@ -56,6 +59,7 @@ class FinetuneResult:
     distance_before: float  # mean pairwise distance of the detected embeddings before any step (raw units)
     distance_after: float  # the same after fine-tuning
     seconds: float
+    diverged: bool = False  # a step gave a non-finite loss: the encoder went back to the last finite step's weights
 
 
 def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Module],
@@ -71,7 +75,11 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
 
     Eq. 7 is evaluated on x_i / r_0, r_0 the RMS norm of the detected embeddings before fine-tuning (a constant):
     the same loss in units of the features' own scale, so ``lam`` and ``lr`` mean the same for any backbone
-    (on raw features, lambda * ||x||^2 of a wide backbone dominates and SGD diverges)."""
+    (on raw features, lambda * ||x||^2 of a wide backbone dominates and SGD diverges).
+
+    If a step's loss is not finite (SGD blew the weights up), fine-tuning stops and the modules get back the
+    weights of the last step whose loss was finite, ``diverged`` says so and a warning is logged: the run goes
+    on with a usable encoder instead of training on NaN weights."""
     start = time.perf_counter()
     params = [p for m in modules for p in m.parameters()]
     flags = [p.requires_grad for p in params]
@@ -85,22 +93,42 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
             distance_before = round(mean_pairwise_distance(x0), 6)
             scale = float(x0.pow(2).sum(dim=1).mean().sqrt().clamp_min(1e-12))
             with torch.enable_grad():
-                for _ in range(cfg.epochs):
-                    for x in batches():
-                        if len(x) < 2:
-                            continue
-                        loss = density_reduction_loss(embed(x) / scale, cfg.lam, cfg.epsilon)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        losses.append(loss.item())
+                diverged = _descend(embed, params, batches, cfg, scale, optimizer, losses)
             distance_after = round(mean_pairwise_distance(_embed_all(embed, batches)), 6)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
             p.grad = None
     return FinetuneResult(len(losses), losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
-                          distance_before, distance_after, round(time.perf_counter() - start, 3))
+                          distance_before, distance_after, round(time.perf_counter() - start, 3), diverged)
+
+
+def _descend(embed: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
+             batches: Callable[[], Iterable[torch.Tensor]], cfg: FinetuneConfig, scale: float,
+             optimizer: torch.optim.Optimizer, losses: list[float]) -> bool:
+    """SGD on Eq. 7 for ``cfg.epochs`` passes, appending each step's loss; True (weights rolled back to those of
+    the last finite loss) if a loss was not finite."""
+    finite = [p.detach().clone() for p in params]  # the weights behind the last finite loss
+    for _ in range(cfg.epochs):
+        for x in batches():
+            if len(x) < 2:
+                continue
+            loss = density_reduction_loss(embed(x) / scale, cfg.lam, cfg.epsilon)
+            if not torch.isfinite(loss):
+                with torch.no_grad():
+                    for p, good in zip(params, finite):
+                        p.copy_(good)
+                log.warning("DIFT fine-tuning diverged at step %d (loss %s): the encoder goes back to the weights of "
+                            "the last finite loss; lower dift.finetune.lr (now %s)", len(losses) + 1, loss.item(),
+                            cfg.lr)
+                return True
+            for p, good in zip(params, finite):
+                good.copy_(p.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return False
 
 
 @torch.no_grad()
