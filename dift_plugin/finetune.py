@@ -59,7 +59,7 @@ class FinetuneResult:
     distance_before: float  # mean pairwise distance of the detected embeddings before any step (raw units)
     distance_after: float  # the same after fine-tuning
     seconds: float
-    diverged: bool = False  # a step gave a non-finite loss: the encoder went back to the last finite step's weights
+    diverged: bool = False  # a step gave a non-finite loss: the encoder went back to its weights before fine-tuning
 
 
 def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Module],
@@ -77,9 +77,10 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
     the same loss in units of the features' own scale, so ``lam`` and ``lr`` mean the same for any backbone
     (on raw features, lambda * ||x||^2 of a wide backbone dominates and SGD diverges).
 
-    If a step's loss is not finite (SGD blew the weights up), fine-tuning stops and the modules get back the
-    weights of the last step whose loss was finite, ``diverged`` says so and a warning is logged: the run goes
-    on with a usable encoder instead of training on NaN weights."""
+    If a step's loss is not finite (SGD blew the weights up), fine-tuning stops and the modules get back their
+    weights from before fine-tuning, ``diverged`` says so and a warning is logged: the run goes on, without the
+    detected samples, from the encoder training made instead of NaN weights (the last finite steps are no
+    refuge: in the run that showed it their loss had reached 1e22)."""
     start = time.perf_counter()
     params = [p for m in modules for p in m.parameters()]
     flags = [p.requires_grad for p in params]
@@ -106,9 +107,9 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
 def _descend(embed: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
              batches: Callable[[], Iterable[torch.Tensor]], cfg: FinetuneConfig, scale: float,
              optimizer: torch.optim.Optimizer, losses: list[float]) -> bool:
-    """SGD on Eq. 7 for ``cfg.epochs`` passes, appending each step's loss; True (weights rolled back to those of
-    the last finite loss) if a loss was not finite."""
-    finite = [p.detach().clone() for p in params]  # the weights behind the last finite loss
+    """SGD on Eq. 7 for ``cfg.epochs`` passes, appending each step's loss; True, with the weights put back to
+    those before fine-tuning, if a loss was not finite."""
+    before = [p.detach().clone() for p in params]
     for _ in range(cfg.epochs):
         for x in batches():
             if len(x) < 2:
@@ -116,14 +117,12 @@ def _descend(embed: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Para
             loss = density_reduction_loss(embed(x) / scale, cfg.lam, cfg.epsilon)
             if not torch.isfinite(loss):
                 with torch.no_grad():
-                    for p, good in zip(params, finite):
+                    for p, good in zip(params, before):
                         p.copy_(good)
-                log.warning("DIFT fine-tuning diverged at step %d (loss %s): the encoder goes back to the weights of "
-                            "the last finite loss; lower dift.finetune.lr (now %s)", len(losses) + 1, loss.item(),
-                            cfg.lr)
+                log.warning("DIFT fine-tuning diverged at step %d (loss %s, %s at the first step): the encoder "
+                            "goes back to its weights before fine-tuning; lower dift.finetune.lr (now %s)",
+                            len(losses) + 1, loss.item(), losses[0] if losses else None, cfg.lr)
                 return True
-            for p, good in zip(params, finite):
-                good.copy_(p.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
