@@ -86,15 +86,13 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    losses: list[float] = []
     try:
         with eval_mode(modules):
             x0 = _embed_all(embed, batches)
             distance_before = round(mean_pairwise_distance(x0), 6)
             scale = float(x0.pow(2).sum(dim=1).mean().sqrt().clamp_min(1e-12))
             with torch.enable_grad():
-                diverged = _descend(embed, params, batches, cfg, scale, optimizer, losses)
+                losses, diverged = _descend(embed, params, batches, cfg, scale)
             distance_after = round(mean_pairwise_distance(_embed_all(embed, batches)), 6)
     finally:
         for p, flag in zip(params, flags):
@@ -105,10 +103,12 @@ def finetune(embed: Callable[[torch.Tensor], torch.Tensor], modules: list[nn.Mod
 
 
 def _descend(embed: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter],
-             batches: Callable[[], Iterable[torch.Tensor]], cfg: FinetuneConfig, scale: float,
-             optimizer: torch.optim.Optimizer, losses: list[float]) -> bool:
-    """SGD on Eq. 7 for ``cfg.epochs`` passes, appending each step's loss; True, with the weights put back to
-    those before fine-tuning, if a loss was not finite."""
+             batches: Callable[[], Iterable[torch.Tensor]], cfg: FinetuneConfig,
+             scale: float) -> tuple[list[float], bool]:
+    """SGD on Eq. 7 for ``cfg.epochs`` passes: each step's loss, and whether a loss was not finite (then the weights
+    are put back to those before fine-tuning)."""
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    losses: list[float] = []
     before = [p.detach().clone() for p in params]
     for _ in range(cfg.epochs):
         for x in batches():
@@ -122,12 +122,12 @@ def _descend(embed: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Para
                 log.warning("DIFT fine-tuning diverged at step %d (loss %s, %s at the first step): the encoder "
                             "goes back to its weights before fine-tuning; lower dift.finetune.lr (now %s)",
                             len(losses) + 1, loss.item(), losses[0] if losses else None, cfg.lr)
-                return True
+                return losses, True
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-    return False
+    return losses, False
 
 
 @torch.no_grad()
