@@ -48,7 +48,7 @@ class FinetuneConfig:
 
     epochs: int = 10
     batch_size: int = 256
-    lr: float = 0.05
+    lr: float = 0.01
     momentum: float = 0.9
     lam: float = 0.5
     epsilon: float = 1e-6
