@@ -3,7 +3,7 @@
     python benchmarks/finetune_lr.py --root runs/finetune_lr                       # SimCLR seed 1, BYOL seed 0
     python benchmarks/finetune_lr.py --root runs/finetune_lr --runs byol:2 --lrs 0.05 0.01 --orders 10
 
-Per METHOD:SEED, trains ``preset=cpu attack=sslbackdoor defense=dift`` (in a subprocess) until DIFT has decided its
+Per METHOD:SEED, trains ``preset=cpu attack=sslbackdoor defense=dift`` until DIFT has decided its
 detected set and keeps what fine-tuning starts from: the online backbone's weights and the detected images. Then
 fine-tunes copies of that backbone with ``dift_plugin.finetune.finetune`` (the run's ``dift.finetune`` settings,
 only the lr changed), the detected set shuffled into batches in ``--orders`` seeded orders, and reports Eq. 7's
@@ -17,52 +17,58 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
+import dift_plugin.mixin as mixin
+from dift_plugin.config import FinetuneConfig
+from dift_plugin.finetune import finetune
+from harness.backbones import build_backbone
+from harness.config import pretrain_config
+from harness.pretrain import run
 from results import add_into, write_results
 
 OUT = Path(__file__).with_name("finetune_lr_results")
 CAPTURE = "capture.pt"
 
 
-def capture(run_dir: Path, overrides: list[str]) -> None:
-    """Run ``harness.pretrain`` in this process; at fine-tuning, save the backbone and the detected images, stop."""
-    import dift_plugin.mixin as mixin
-    from harness.pretrain import main as pretrain
+class Captured(Exception):
+    """Raised where DIFT would fine-tune, once its starting point is saved: the training stops there."""
 
-    def keep(embed, modules, batches, cfg):
+
+def capture(cfg: DictConfig, run_dir: Path) -> None:
+    """Train as ``cfg`` says until DIFT fine-tunes; save the backbone's weights and the detected images."""
+
+    def keep(embed, modules, batches, ft):  # noqa: ANN001
         torch.save({"backbone": modules[0].state_dict(), "images": torch.cat([b.cpu() for b in batches()]),
-                    "finetune": dataclasses.asdict(cfg)}, run_dir / CAPTURE)
-        raise SystemExit(0)
+                    "finetune": dataclasses.asdict(ft)}, run_dir / CAPTURE)
+        raise Captured
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     mixin.finetune = keep
-    sys.argv = ["harness.pretrain", *overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
-    pretrain()
-    raise SystemExit(f"{run_dir}: the run ended without DIFT fine-tuning (nothing detected?); see pretrain.log")
+    try:
+        run(cfg, run_dir)
+    except Captured:
+        return
+    finally:
+        mixin.finetune = finetune
+    raise SystemExit(f"{run_dir}: the run ended without DIFT fine-tuning (nothing detected?)")
 
 
-def replay(run_dir: Path, lr: float, order: int) -> dict:
+def replay(cfg: DictConfig, saved: dict, lr: float, order: int) -> dict:
     """Fine-tune a copy of the captured backbone at ``lr``, batches shuffled by a generator seeded ``order``."""
-    from dift_plugin.config import FinetuneConfig
-    from dift_plugin.finetune import finetune
-    from harness.backbones import build_backbone
-
-    saved = torch.load(run_dir / CAPTURE, weights_only=False)
-    backbone = build_backbone(OmegaConf.load(run_dir / ".hydra" / "config.yaml").backbone)
+    backbone = build_backbone(cfg.backbone)
     backbone.load_state_dict(copy.deepcopy(saved["backbone"]))
-    images, cfg = saved["images"], FinetuneConfig(**{**saved["finetune"], "lr": lr})
+    images, ft = saved["images"], FinetuneConfig(**{**saved["finetune"], "lr": lr})
     shuffle = torch.Generator().manual_seed(order)
 
     def batches() -> list[torch.Tensor]:
         perm = torch.randperm(len(images), generator=shuffle)
-        return [images[perm[i:i + cfg.batch_size]] for i in range(0, len(images), cfg.batch_size)]
+        return [images[perm[i:i + ft.batch_size]] for i in range(0, len(images), ft.batch_size)]
 
-    result = finetune(backbone, [backbone], batches, cfg)
+    result = finetune(backbone, [backbone], batches, ft)
     return {"detected": len(images), **dataclasses.asdict(result)}
 
 
@@ -85,28 +91,24 @@ def main() -> None:
     p.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.02, 0.01, 0.005])
     p.add_argument("--orders", type=int, default=5, help="batch orders per lr")
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--capture", type=Path, help=argparse.SUPPRESS)  # internal: the subprocess that trains
     p.add_argument("overrides", nargs="*", help="further dift-pretrain overrides (after --)")
     args = add_into(p).parse_args()
-    if args.capture:
-        capture(args.capture, args.overrides)
     rows, lines = [], ["| method | seed | detected | lr | diverged orders | last loss | mean pairwise distance: before | "
                        "after |", "|---" * 8 + "|"]
     for method, seed in args.runs:
         run_dir = args.root / f"{method}_s{seed}"
+        cfg = pretrain_config(["preset=cpu", "data=cifar10", f"method={method}", "attack=sslbackdoor",
+                               f"seed={seed}", "defense=dift", *args.overrides])
         if not (run_dir / CAPTURE).exists():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            overrides = ["preset=cpu", "data=cifar10", f"method={method}", "attack=sslbackdoor", f"seed={seed}",
-                         "defense=dift", *args.overrides]
-            print(f"{method}: training until DIFT decides ({run_dir / 'pretrain.log'})", flush=True)
-            with (run_dir / "pretrain.log").open("w") as log:
-                subprocess.run([sys.executable, __file__, "--root", str(args.root), "--capture", str(run_dir), "--",
-                                *overrides], stdout=log, stderr=subprocess.STDOUT, check=True)
+            print(f"{method}: training until DIFT decides (run directory {run_dir})", flush=True)
+            capture(cfg, run_dir)
+        saved = torch.load(run_dir / CAPTURE, weights_only=False)
         for lr in args.lrs:
-            runs = [replay(run_dir, lr, order) for order in range(args.orders)]
+            runs = [replay(cfg, saved, lr, order) for order in range(args.orders)]
             rows += [{"method": method, "seed": seed, "lr": lr, "order": o, **r} for o, r in enumerate(runs)]
             finite = [r for r in runs if not r["diverged"]]
-            lines.append(f"| {method} | {seed} | {runs[0]['detected']} | {lr:g} | {len(runs) - len(finite)} of {len(runs)} | "
+            lines.append(f"| {method} | {seed} | {runs[0]['detected']} | {lr:g} | "
+                         f"{len(runs) - len(finite)} of {len(runs)} | "
                          f"{span([r['loss_last'] for r in finite])} | {runs[0]['distance_before']:.2f} | "
                          f"{span([r['distance_after'] for r in finite])} |")
             print(lines[-1], flush=True)
