@@ -36,16 +36,17 @@ from results import add_into, write_results
 OUT = Path(__file__).with_name("anchor_rules_results")
 
 
-def replay(recording: Path, rule: str,
-           anchors: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, np.ndarray]:
-    """The detector over the recorded epochs with ``anchor_rule=rule``, deciding as DIFT in training does; with the
-    recorded anchors, or ``anchors`` (indexes, labels) instead. Returns its row and the detected indexes."""
+def replay(recording: Path, rule: str, anchors: tuple[np.ndarray, np.ndarray] | None = None,
+           **params: object) -> tuple[dict, np.ndarray]:
+    """The detector over the recorded epochs with ``anchor_rule=rule`` (and ``params``, other ``DIFTDetector``
+    settings), deciding as DIFT in training does; with the recorded anchors, or ``anchors`` (indexes, labels)
+    instead. Returns its row and the detected indexes."""
     if anchors is None:
         recorded = np.load(recording / "anchors.npz")
         anchors = recorded["index"], recorded["labels"]
     truth = np.load(recording / "truth.npy")
     epochs = sorted(recording.glob("epoch_*.npy"))
-    det = DIFTDetector(anchor_rule=rule, random_state=0)
+    det = DIFTDetector(anchor_rule=rule, random_state=0, **params)
     for epoch, path in enumerate(epochs):
         x = np.load(path)
         det.partial_fit(x, *anchors)

@@ -26,8 +26,9 @@ class DetectorConfig:
     candidate_fraction: float = 0.05
     min_separation: float = 2.0
     anchor_rule: str = "paper"
+    intersection: str = "consecutive"
     patience: int = 2
-    tolerance: float = 0.0
+    tolerance: float = 0.2
     min_rounds: int = 2
     spreading: str = "graph"
     graph_k: int = 20
@@ -110,8 +111,9 @@ class DIFTConfig:
 
 SPREADINGS = ("graph", "sklearn", "none")  # ours (sparse kNN graph), the paper's (scikit-learn's dense RBF), none
 ANCHOR_RULES = ("gated", "paper")  # the GMM's far side behind our two gates, or alone (anchors.filter_by_anchors)
+INTERSECTIONS = ("cumulative", "consecutive")  # S_{t-1} ∩ K_t or K_{t-1} ∩ K_t (dift_plugin.intersection)
 CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS,
-           "anchor_rule": ANCHOR_RULES}
+           "anchor_rule": ANCHOR_RULES, "intersection": INTERSECTIONS}
 
 
 def parse_dift_config(value: Any) -> DIFTConfig | None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
-from dift_plugin.config import ANCHOR_RULES, SPREADINGS
+from dift_plugin.config import ANCHOR_RULES, INTERSECTIONS, SPREADINGS
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
@@ -35,7 +35,7 @@ from dift_plugin.spreading import (
     spread,
 )
 
-STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "rounds" optional (added later)
+STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "rounds", "last_kept" optional (added later)
 
 
 class DIFTDetector:
@@ -48,6 +48,8 @@ class DIFTDetector:
         anchor_rule: "paper" (the GMM's far side, as the paper has it) or "gated" (ours: the far side only behind
             two gates, ``min_separation`` and the far mode beyond the population's median MinDist), see
             ``filter_by_anchors``.
+        intersection: "cumulative" (S_t = S_{t-1} ∩ K_t) or "consecutive" (S_t = K_{t-1} ∩ K_t, K_{t-1} the last
+            kept set), see ``dift_plugin.intersection``.
         patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs
             whose filter kept something.
         min_rounds: epochs whose filter kept something that the set must have been intersected over before
@@ -64,7 +66,7 @@ class DIFTDetector:
 
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
                  min_separation: float = _D.min_separation, anchor_rule: str = _D.anchor_rule,
-                 patience: int = _D.patience,
+                 intersection: str = _D.intersection, patience: int = _D.patience,
                  tolerance: float = _D.tolerance, min_rounds: int = _D.min_rounds, spreading: str = _D.spreading,
                  graph_k: int = _D.graph_k,
                  alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold,
@@ -74,6 +76,7 @@ class DIFTDetector:
         self.candidate_fraction = candidate_fraction
         self.min_separation = min_separation
         self.anchor_rule = anchor_rule
+        self.intersection = intersection
         self.patience = patience
         self.tolerance = tolerance
         self.min_rounds = min_rounds
@@ -93,7 +96,7 @@ class DIFTDetector:
         return self.partial_fit(X, anchor_indexes, anchor_labels)
 
     def partial_fit(self, X: Any, anchor_indexes: Any, anchor_labels: Any) -> "DIFTDetector":
-        """One epoch: carries the intersection S_t = S_{t-1} ∩ K_t across calls."""
+        """One epoch: carries the intersection (S_t = S_{t-1} ∩ K_t, or K_{t-1} ∩ K_t) across calls."""
         x, anchors, labels = self._validate(X, anchor_indexes, anchor_labels)
         if not hasattr(self, "tracker_"):
             self._reset()
@@ -110,8 +113,10 @@ class DIFTDetector:
             self.kept_ = self.candidates_[result.kept]
             self.filter_reason_ = result.reason
         with self._timed("intersection"):
-            if len(self.kept_):  # S_t = S_{t-1} ∩ K_t; an abstaining filter (kept nothing) leaves S as it was
-                self.stable_set_ = intersect(self.stable_set_ if self.rounds_ else None, self.kept_)
+            if len(self.kept_):  # S_t = S_{t-1} (or K_{t-1}) ∩ K_t; an abstaining filter leaves S as it was
+                previous = self.stable_set_ if self.intersection == "cumulative" else self.last_kept_
+                self.stable_set_ = intersect(previous if self.rounds_ else None, self.kept_)
+                self.last_kept_ = np.unique(self.kept_)
                 self.rounds_ += 1
                 if len(self.stable_set_) == 0:  # disjoint from the set so far: restart from this epoch's
                     self.stable_set_, self.rounds_ = np.unique(self.kept_), 1
@@ -143,6 +148,7 @@ class DIFTDetector:
         """The state that ``partial_fit`` carries across epochs, as a plain dict of arrays (for checkpoints)."""
         return {"stable_set_": np.asarray(getattr(self, "stable_set_", np.zeros(0, np.int64))),
                 "rounds": np.asarray(getattr(self, "rounds_", 0)),
+                "last_kept": np.asarray(getattr(self, "last_kept_", np.zeros(0, np.int64))),
                 "sizes": np.asarray(self.tracker_.sizes if hasattr(self, "tracker_") else [], dtype=np.int64),
                 "streak": np.asarray(self.tracker_.streak if hasattr(self, "tracker_") else 0),
                 "n_samples": np.asarray(getattr(self, "n_samples_", -1))}
@@ -156,6 +162,7 @@ class DIFTDetector:
         self.stable_set_ = np.asarray(state["stable_set_"], dtype=np.int64)
         self.tracker_.sizes = [int(s) for s in np.asarray(state["sizes"]).ravel()]
         self.rounds_ = int(state.get("rounds", len(self.tracker_.sizes)))
+        self.last_kept_ = np.asarray(state.get("last_kept", self.stable_set_), dtype=np.int64)
         self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         self.tracker_.streak = int(state["streak"])
         self.n_samples_ = int(state["n_samples"])
@@ -195,6 +202,7 @@ class DIFTDetector:
     def _reset(self) -> None:
         self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance)
         self.stable_set_ = np.zeros(0, dtype=np.int64)
+        self.last_kept_ = np.zeros(0, dtype=np.int64)
         self.recent_set_ = np.zeros(0, dtype=np.int64)
         self.rounds_ = 0
         self.is_stable_ = False
@@ -227,6 +235,8 @@ class DIFTDetector:
             raise ValueError("anchor indexes contain duplicates")
         if self.anchor_rule not in ANCHOR_RULES:
             raise ValueError(f"anchor_rule must be one of {', '.join(ANCHOR_RULES)}, got {self.anchor_rule!r}")
+        if self.intersection not in INTERSECTIONS:
+            raise ValueError(f"intersection must be one of {', '.join(INTERSECTIONS)}, got {self.intersection!r}")
         if self.spreading not in SPREADINGS:
             raise ValueError(f"spreading must be one of {', '.join(SPREADINGS)}, got {self.spreading!r}")
         if self.spreading == "sklearn":

@@ -1,4 +1,11 @@
-"""Intersection across epochs: the kept set is intersected with the previous epoch's until it stabilises."""
+"""Intersection across epochs: the kept set is intersected with the previous one until it stabilises.
+
+Two readings of the paper's "each new result is intersected with the previous one": ``cumulative``
+(S_t = S_{t-1} ∩ K_t, the running intersection of every kept set) and ``consecutive`` (S_t = K_{t-1} ∩ K_t, this
+epoch's kept set with the last one). They agree while every kept set holds the whole persistent poisoned group
+(the candidates outnumber the poison); when the poison outnumbers the candidates each epoch keeps another part
+of it, and the running intersection of those parts shrinks to nothing (docs/dift_in_training.md).
+"""
 
 from __future__ import annotations
 
