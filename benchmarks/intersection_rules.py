@@ -8,8 +8,9 @@ DIFT's window, the anchors, the ground truth). The detector is replayed over it 
 does (the shipped settings otherwise, deciding as DIFT in training does: at the first stable epoch, or at the stop
 epoch), once per variant ``INTERSECTION:PATIENCE:TOLERANCE``: the intersection rule, ``cumulative``
 (S_t = S_{t-1} ∩ K_t) or ``consecutive`` (S_t = K_{t-1} ∩ K_t), and when the set counts as stable (|S_t|
-changed by at most TOLERANCE, relative, for PATIENCE epochs). Reported: when it decides, the stable and the detected set (precision /
-recall; on a no-poison recording, the share of the training set removed), and spreading's ranking.
+changed by at most TOLERANCE, relative, for PATIENCE epochs). Reported: when it decides, the stable and the
+detected set (precision / recall; on a no-poison recording, the share of the training set removed), and
+spreading's ranking.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from dift_plugin.config import INTERSECTIONS, DetectorConfig
 from results import write_results
 
 OUT = Path(__file__).with_name("intersection_rules_results")
-
-
 VARIANTS = ["cumulative:2:0", "consecutive:2:0", "consecutive:2:0.2", "consecutive:3:0.2"]
 
 

@@ -119,7 +119,7 @@ class DIFTDetector:
                 self.last_kept_ = np.unique(self.kept_)
                 self.rounds_ += 1
                 if len(self.stable_set_) == 0:  # disjoint from the set so far: restart from this epoch's
-                    self.stable_set_, self.rounds_ = np.unique(self.kept_), 1
+                    self.stable_set_, self.rounds_ = self.last_kept_, 1
                 self.is_stable_ = self.tracker_.update(len(self.stable_set_))
             self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         self._spread_inputs = (x, neighbours, anchors, self.stable_set_)  # spread on demand: see poisoned_indexes_

@@ -144,6 +144,8 @@ def test_the_papers_spreading_setting_runs_and_refuses_what_it_cannot_hold(monke
         DIFTDetector(spreading="dense").fit(x, *anchors_for(labels, poisoned))
     with pytest.raises(ValueError, match="anchor_rule must be one of gated, paper"):
         DIFTDetector(anchor_rule="bare").fit(x, *anchors_for(labels, poisoned))
+    with pytest.raises(ValueError, match="intersection must be one of cumulative, consecutive"):
+        DIFTDetector(intersection="running").fit(x, *anchors_for(labels, poisoned))
 
 
 def test_partial_fit_intersects_and_stabilises():
