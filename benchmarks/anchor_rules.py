@@ -22,25 +22,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from dift_plugin.config import ANCHOR_RULES
+from dift_plugin.config import ANCHOR_RULES, DIFTConfig
 from dift_plugin.density import knn_search
 from dift_plugin.detector import DIFTDetector
 from dift_plugin.scores import detection_scores
 from results import add_into, write_results
 
 OUT = Path(__file__).with_name("anchor_rules_results")
+# The detector's rules when this comparison was made (2026-12-03), the anchor rule aside: its table stays reproducible
+OF_THE_TIME = {"intersection": "cumulative", "tolerance": 0.0, "stability": "size", "unstable_at_stop": "act"}
 
 
 def replay(recording: Path, rule: str, anchors: tuple[np.ndarray, np.ndarray] | None = None,
+           unstable_at_stop: str = DIFTConfig.unstable_at_stop, on_epoch: Callable[[DIFTDetector], None] | None = None,
            **params: object) -> tuple[dict, np.ndarray]:
     """The detector over the recorded epochs with ``anchor_rule=rule`` (and ``params``, other ``DIFTDetector``
-    settings), deciding as DIFT in training does; with the recorded anchors, or ``anchors`` (indexes, labels)
-    instead. Returns its row and the detected indexes."""
+    settings), deciding as DIFT in training does (``unstable_at_stop``: what it does with a set that is not stable
+    at the stop epoch); with the recorded anchors, or ``anchors`` (indexes, labels) instead; ``on_epoch(detector)``
+    after each epoch up to the decision. Returns its row and the detected indexes."""
     if anchors is None:
         recorded = np.load(recording / "anchors.npz")
         anchors = recorded["index"], recorded["labels"]
@@ -50,26 +55,38 @@ def replay(recording: Path, rule: str, anchors: tuple[np.ndarray, np.ndarray] | 
     for epoch, path in enumerate(epochs):
         x = np.load(path)
         det.partial_fit(x, *anchors)
+        if on_epoch is not None:
+            on_epoch(det)
         if det.is_stable_ or epoch == len(epochs) - 1:
             break
     detected, stable = det.recent_indexes_, det.recent_set_
+    if not det.is_stable_ and unstable_at_stop == "skip":
+        detected = np.zeros(0, dtype=np.int64)
     row = {"run": recording.name, "rule": rule, "decided_epoch": epoch, "stable_by_intersection": bool(det.is_stable_),
-           "stable": int(len(stable)), "detected": int(len(detected)), "n_samples": int(det.n_samples_),
-           "n_poisoned": int(len(truth))}
+           "stable": int(len(stable)), "n_samples": int(det.n_samples_), "n_poisoned": int(len(truth))}
+    row.update(detected_row(detected, truth, det.n_samples_))
     if len(truth):
-        for name, found in (("stable", stable), ("detected", detected)):
-            scores = detection_scores(found, truth, det.n_samples_)
-            row[f"{name}_precision"] = scores["precision"] if len(found) else None
-            row[f"{name}_recall"] = scores["recall"]
+        row.update(scored("stable", stable, truth, det.n_samples_))
         poisoned = np.zeros(len(x), dtype=bool)
         poisoned[truth] = True
-        if len(detected):
+        if len(det.recent_indexes_):
             row.update({"auc": round(float(roc_auc_score(poisoned, det.spread_score_)), 3),
                         "recall_at_p80": best_recall(det.spread_score_, poisoned)})
         else:
             row.update({"auc": None, "recall_at_p80": None})
         row["oracle_recall_at_p80"] = best_recall(poisoned[knn_search(x, 10, random_state=0).index].mean(1), poisoned)
     return row, detected
+
+
+def scored(name: str, found: np.ndarray, truth: np.ndarray, n: int) -> dict:
+    """``{name}_precision`` (None for an empty set) and ``{name}_recall`` of ``found`` against ``truth``."""
+    scores = detection_scores(found, truth, n)
+    return {f"{name}_precision": scores["precision"] if len(found) else None, f"{name}_recall": scores["recall"]}
+
+
+def detected_row(detected: np.ndarray, truth: np.ndarray, n: int) -> dict:
+    """A replay row's ``detected`` count, with its precision / recall where the recording is poisoned."""
+    return {"detected": int(len(detected)), **(scored("detected", detected, truth, n) if len(truth) else {})}
 
 
 def best_recall(score: np.ndarray, poisoned: np.ndarray, precision_at_least: float = 0.8) -> float:
@@ -124,11 +141,13 @@ def main() -> None:
     rows = []
     for d in args.dirs:
         for rule in args.rules:
-            rows.append(replay(d, rule)[0])
+            rows.append(replay(d, rule, **OF_THE_TIME)[0])
             print(rows[-1], flush=True)
     print(write_results(args.out, table(rows), rows, into=args.into,
                         note="Each row: one recording replayed with one anchor rule, the detector's other settings "
-                             "at their defaults; no-poison recordings: the share of the training set removed."))
+                             "at their defaults of 2026-12-03 (the cumulative intersection, stable when its size "
+                             "repeats, acting at the stop epoch on an unstable set); no-poison recordings: the share "
+                             "of the training set removed."))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ DIFT's window, the anchors, the ground truth). The detector is replayed over it 
 does (the shipped settings otherwise, deciding as DIFT in training does: at the first stable epoch, or at the stop
 epoch), once per variant ``INTERSECTION:PATIENCE:TOLERANCE``: the intersection rule, ``cumulative``
 (S_t = S_{t-1} ∩ K_t) or ``consecutive`` (S_t = K_{t-1} ∩ K_t), and when the set counts as stable (|S_t|
-changed by at most TOLERANCE, relative, for PATIENCE epochs). Reported: when it decides, the stable and the
-detected set (precision / recall; on a no-poison recording, the share of the training set removed), and
-spreading's ranking.
+changed by at most TOLERANCE, relative, for PATIENCE epochs: the size alone, and DIFT acting at the stop epoch
+on a set that never became stable, as when this comparison was made; ``benchmarks/stability_rules.py`` compares
+those two). Reported: when it decides, the stable and the detected set (precision / recall; on a no-poison
+recording, the share of the training set removed), and spreading's ranking.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     for d in args.dirs:
         for intersection, patience, tolerance in args.variants:
             row = replay(d, DetectorConfig.anchor_rule, intersection=intersection, patience=patience,
-                         tolerance=tolerance)[0]
+                         tolerance=tolerance, stability="size", unstable_at_stop="act")[0]
             row.update(rule=f"{intersection}, stable after {patience} x {tolerance:g}", intersection=intersection,
                        patience=patience, tolerance=tolerance)
             rows.append(row)

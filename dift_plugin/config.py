@@ -29,6 +29,7 @@ class DetectorConfig:
     intersection: str = "consecutive"
     patience: int = 2
     tolerance: float = 0.2
+    stability: str = "members"
     min_rounds: int = 2
     spreading: str = "graph"
     graph_k: int = 20
@@ -63,7 +64,9 @@ class DIFTConfig:
     ``space``: embeddings ranked by density, ``projector`` (L2-normalised projector output) or ``backbone``.
     Detection runs after epochs ``start_epoch`` .. ``stop_epoch`` (0-based; ``null`` = half of the run), every
     ``detect_every``-th of them (and always after ``stop_epoch``; patience counts detection rounds), until the
-    intersected set is stable; at ``stop_epoch`` DIFT decides with what it has. ``anchors``: CSV (``index,label``)
+    intersected set is stable. ``unstable_at_stop``: what DIFT does at ``stop_epoch`` with a set that never became
+    stable, ``skip`` (nothing detected: no persistent group, the run goes on undefended) or ``act`` (spread and
+    remove it anyway, the rule until 2026-12-04). ``anchors``: CSV (``index,label``)
     of trusted clean training samples; ``null`` lets the entry point draw ``anchors_per_class`` per class.
     ``restart_lr``: restart the LR schedule (warmup ``restart_warmup_epochs``, ``null`` = the run's own) over the
     remaining epochs after fine-tuning. ``reset_optimizer_state``: the training optimizer forgets its per-parameter
@@ -74,6 +77,7 @@ class DIFTConfig:
     start_epoch: int = 0
     stop_epoch: int | None = None
     detect_every: int = 1
+    unstable_at_stop: str = "skip"
     anchors: str | None = None
     anchors_per_class: int = 10
     embed_batch_size: int = 512
@@ -112,8 +116,11 @@ class DIFTConfig:
 SPREADINGS = ("graph", "sklearn", "none")  # ours (sparse kNN graph), the paper's (scikit-learn's dense RBF), none
 ANCHOR_RULES = ("gated", "paper")  # the GMM's far side behind our two gates, or alone (anchors.filter_by_anchors)
 INTERSECTIONS = ("cumulative", "consecutive")  # S_{t-1} ∩ K_t or K_{t-1} ∩ K_t (dift_plugin.intersection)
+STABILITIES = ("members", "size")  # the set's samples and size settle, or its size alone (StabilityTracker)
+AT_STOP = ("skip", "act")  # an intersection never stable by the stop epoch: left alone, or acted on
 CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS,
-           "anchor_rule": ANCHOR_RULES, "intersection": INTERSECTIONS}
+           "anchor_rule": ANCHOR_RULES, "intersection": INTERSECTIONS, "stability": STABILITIES,
+           "unstable_at_stop": AT_STOP}
 
 
 def parse_dift_config(value: Any) -> DIFTConfig | None:
@@ -128,6 +135,19 @@ def parse_dift_config(value: Any) -> DIFTConfig | None:
         raise DIFTConfigError(f"dift must be true, false or a mapping of parameters, got {value!r}")
     cfg = _build(DIFTConfig, value, "dift")
     return cfg if cfg.enabled else None
+
+
+def select(cfg: Any, path: str) -> Any:
+    """``cfg``'s value at the dotted ``path`` (``None`` where any key is missing), for dicts and OmegaConf alike."""
+    node = cfg
+    for key in path.split("."):
+        try:
+            node = node[key] if hasattr(node, "keys") and key in node else None
+        except Exception:  # noqa: BLE001 - OmegaConf raises on missing keys in struct mode
+            node = None
+        if node is None:
+            return None
+    return node
 
 
 def _build(cls: type, values: Any, where: str) -> Any:

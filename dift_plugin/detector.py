@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
-from dift_plugin.config import ANCHOR_RULES, INTERSECTIONS, SPREADINGS
+from dift_plugin.config import ANCHOR_RULES, INTERSECTIONS, SPREADINGS, STABILITIES
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
@@ -50,8 +50,9 @@ class DIFTDetector:
             ``filter_by_anchors``.
         intersection: "cumulative" (S_t = S_{t-1} ∩ K_t) or "consecutive" (S_t = K_{t-1} ∩ K_t, K_{t-1} the last
             kept set), see ``dift_plugin.intersection``.
-        patience, tolerance: stable once |S_t| changed by at most ``tolerance`` (relative) for ``patience`` epochs
-            whose filter kept something.
+        patience, tolerance, stability: stable once, for ``patience`` epochs whose filter kept something, |S_t|
+            changed by at most ``tolerance`` (relative) and (``stability="members"``) S_t kept at least
+            1 - ``tolerance`` of S_{t-1}'s samples; ``"size"``: the size alone (see ``StabilityTracker``).
         min_rounds: epochs whose filter kept something that the set must have been intersected over before
             ``recent_indexes_`` acts on it (1: one epoch's finding is enough).
         spreading: "graph" (ours), "sklearn" (the paper's: scikit-learn's dense RBF defaults, argmax) or "none"
@@ -67,7 +68,8 @@ class DIFTDetector:
     def __init__(self, k: int = _D.k, candidate_fraction: float = _D.candidate_fraction,
                  min_separation: float = _D.min_separation, anchor_rule: str = _D.anchor_rule,
                  intersection: str = _D.intersection, patience: int = _D.patience,
-                 tolerance: float = _D.tolerance, min_rounds: int = _D.min_rounds, spreading: str = _D.spreading,
+                 tolerance: float = _D.tolerance, stability: str = _D.stability, min_rounds: int = _D.min_rounds,
+                 spreading: str = _D.spreading,
                  graph_k: int = _D.graph_k,
                  alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold,
                  spread_max_iter: int = _D.spread_max_iter,
@@ -79,6 +81,7 @@ class DIFTDetector:
         self.intersection = intersection
         self.patience = patience
         self.tolerance = tolerance
+        self.stability = stability
         self.min_rounds = min_rounds
         self.spreading = spreading
         self.graph_k = graph_k
@@ -114,13 +117,15 @@ class DIFTDetector:
             self.filter_reason_ = result.reason
         with self._timed("intersection"):
             if len(self.kept_):  # S_t = S_{t-1} (or K_{t-1}) ∩ K_t; an abstaining filter leaves S as it was
-                previous = self.stable_set_ if self.intersection == "cumulative" else self.last_kept_
+                before = self.stable_set_
+                previous = before if self.intersection == "cumulative" else self.last_kept_
                 self.stable_set_ = intersect(previous if self.rounds_ else None, self.kept_)
                 self.last_kept_ = np.unique(self.kept_)
                 self.rounds_ += 1
                 if len(self.stable_set_) == 0:  # disjoint from the set so far: restart from this epoch's
                     self.stable_set_, self.rounds_ = self.last_kept_, 1
-                self.is_stable_ = self.tracker_.update(len(self.stable_set_))
+                shared = len(np.intersect1d(before, self.stable_set_, assume_unique=True))
+                self.is_stable_ = self.tracker_.update(len(self.stable_set_), shared)
             self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         self._spread_inputs = (x, neighbours, anchors, self.stable_set_)  # spread on demand: see poisoned_indexes_
         self._spread_result: tuple[np.ndarray, np.ndarray] | None = None
@@ -200,7 +205,7 @@ class DIFTDetector:
     # -- helpers ----------------------------------------------------------------------------------------------
 
     def _reset(self) -> None:
-        self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance)
+        self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance, rule=self.stability)
         self.stable_set_ = np.zeros(0, dtype=np.int64)
         self.last_kept_ = np.zeros(0, dtype=np.int64)
         self.recent_set_ = np.zeros(0, dtype=np.int64)
@@ -237,6 +242,8 @@ class DIFTDetector:
             raise ValueError(f"anchor_rule must be one of {', '.join(ANCHOR_RULES)}, got {self.anchor_rule!r}")
         if self.intersection not in INTERSECTIONS:
             raise ValueError(f"intersection must be one of {', '.join(INTERSECTIONS)}, got {self.intersection!r}")
+        if self.stability not in STABILITIES:
+            raise ValueError(f"stability must be one of {', '.join(STABILITIES)}, got {self.stability!r}")
         if self.spreading not in SPREADINGS:
             raise ValueError(f"spreading must be one of {', '.join(SPREADINGS)}, got {self.spreading!r}")
         if self.spreading == "sklearn":

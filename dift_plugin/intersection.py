@@ -24,20 +24,27 @@ def intersect(previous: np.ndarray | None, kept: np.ndarray) -> np.ndarray:
 
 @dataclass
 class StabilityTracker:
-    """Stable once |S_t| has changed by at most ``tolerance`` (relative; 0 = unchanged) for ``patience``
-    consecutive epochs, with at least ``min_size`` samples in the set."""
+    """Stable once the set has settled for ``patience`` consecutive epochs, with at least ``min_size`` samples.
+
+    An epoch settles the set when |S_t| changed by at most ``tolerance`` (relative; 0 = unchanged) and, under the
+    ``members`` rule, S_t also holds at least (1 - ``tolerance``) of S_{t-1}'s samples: the same group, not another
+    one of about the same size (``size``: the size alone, the rule until 2026-12-04). Under the cumulative
+    intersection S_t is a subset of S_{t-1}, so the two rules agree there."""
 
     patience: int = 2
     tolerance: float = 0.0
     min_size: int = 1
+    rule: str = "members"
     streak: int = 0
     sizes: list[int] = field(default_factory=list)
 
-    def update(self, size: int) -> bool:
+    def update(self, size: int, shared: int) -> bool:
+        """One epoch's |S_t| and |S_t ∩ S_{t-1}|; returns whether the set is now stable."""
         if self.sizes:
             prev = self.sizes[-1]
             change = abs(size - prev) / max(prev, 1)
-            self.streak = self.streak + 1 if change <= self.tolerance and size >= self.min_size else 0
+            same_group = self.rule == "size" or shared >= (1 - self.tolerance) * prev
+            self.streak = self.streak + 1 if change <= self.tolerance and same_group and size >= self.min_size else 0
         self.sizes.append(int(size))
         return self.is_stable
 

@@ -15,6 +15,10 @@ the source cell and defense settings of a defense cell):
 - phase 2, post-training defenses of the undefended run (``dift-defend``): CLP, B1 and detection-only filters;
 - phase 3, B2 = CLP on B1's re-trained encoder.
 
+``clean_defenses`` run defenses on the no-poison data too (roles ``clean_<defense>``: DIFT trained with
+``attack.rate=0``, the post-training ones defending the control): what each removes from, and costs, a training
+set with nothing to find.
+
 Each phase is one hydra multirun of ``harness.bench_cell`` over the unfinished cells, with the launcher named on
 the command line (``hydra/launcher=...``: basic, i.e. one cell after the other, by default). A finished cell is
 skipped; an unfinished one resumes from its checkpoints; a failed one is reported (its ``cell.log``) and does not
@@ -49,7 +53,7 @@ ATTACK_KEYS = ("name", "label", "overrides", "seeds", "ablations")  # an attack 
 # run made with another monitor period or without a progress bar is the same cell (tests/test_pretrain.py checks it).
 UNKEYED = ("trainer.enable_progress_bar", "monitor.every")
 GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
-             "ablations", "ablation_seeds", "defense_overrides", "deviations")
+             "ablations", "ablation_seeds", "clean_defenses", "defense_overrides", "deviations")
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Cell:
 
     key: str
     phase: int
-    role: str  # none | control | dift | an ablation's name | clp | b1 | b2 | filter_<algorithm>
+    role: str  # none | control | dift | an ablation's name | clp | b1 | b2 | filter_<algorithm> | clean_<defense>
     data: str
     method: str
     attack: str  # the attack setting's label
@@ -128,11 +132,15 @@ def load_bench(spec: str, overrides: list[str]) -> DictConfig:
                                 f"key {extra[0]}; the keys are {', '.join(ATTACK_KEYS)}")
         if "seeds" in attack and not attack.seeds:
             raise DiftUserError(f"bench={spec}: attack setting {_label(attack)}: `seeds` is empty")
-    unknown = set(cfg.get("defenses") or []) - {"dift", *POST_DEFENSES}
-    if unknown:
-        raise DiftUserError(f"bench={spec}: unknown defenses {sorted(unknown)}; choose from dift, clp, b1, b2")
-    if "b2" in (cfg.get("defenses") or []) and "b1" not in cfg.defenses:
-        raise DiftUserError(f"bench={spec}: b2 re-uses B1's run: list b1 too")
+    for key in ("defenses", "clean_defenses"):
+        listed = _as_list(cfg.get(key))
+        unknown = sorted(set(listed) - {"dift", *POST_DEFENSES})
+        if unknown:
+            raise DiftUserError(f"bench={spec}: unknown {key} {unknown}; choose from dift, clp, b1, b2")
+        if "b2" in listed and "b1" not in listed:
+            raise DiftUserError(f"bench={spec}: b2 re-uses B1's run: list b1 in `{key}` too")
+    if cfg.get("clean_defenses") and not cfg.get("control", True):
+        raise DiftUserError(f"bench={spec}: `clean_defenses` run on the no-poison control's data: set control: true")
     return cfg
 
 
@@ -182,7 +190,12 @@ def _setting_cells(bench: DictConfig, entry: str | DictConfig, method: str, atta
         keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
         cells.append(Cell(keys[role], 0, role, data, method, label, seed,
                           ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))
-    return cells + _post_training(bench, keys["none"], data, method, label, seed)
+    cells += _post_training(bench, keys["none"], data, method, label, seed, _as_list(bench.get("defenses")),
+                            _as_list(bench.get("detection")))
+    if "control" in keys:
+        cells += _post_training(bench, keys["control"], data, method, label, seed,
+                                _as_list(bench.get("clean_defenses")), [], prefix="clean_")
+    return cells
 
 
 def _training_roles(bench: DictConfig, seed: int, ablations: bool = True) -> dict[str, list[str]]:
@@ -193,17 +206,19 @@ def _training_roles(bench: DictConfig, seed: int, ablations: bool = True) -> dic
         roles["control"] = ["attack.rate=0"]
     if "dift" in _as_list(bench.get("defenses")):
         roles["dift"] = ["defense=dift"]
+    if "control" in roles and "dift" in _as_list(bench.get("clean_defenses")):
+        roles["clean_dift"] = ["attack.rate=0", "defense=dift"]
     if ablations and (bench.get("ablation_seeds") is None or seed in bench.ablation_seeds):
         roles.update({str(k): ["defense=dift", *_as_list(v)] for k, v in (bench.get("ablations") or {}).items()})
     return roles
 
 
-def _post_training(bench: DictConfig, source: str, data: str, method: str, label: str, seed: int) -> list[Cell]:
-    """CLP, B1, the detection-only filters (phase 2) and B2 (phase 3) of the undefended run ``source``."""
-    defenses = _as_list(bench.get("defenses"))
-    settings = {d: [f"defense={d}"] for d in defenses if d in ("clp", "b1")}
-    settings.update({f"filter_{a}": ["defense=filter", f"defense.filter.algorithm={a}"]
-                     for a in _as_list(bench.get("detection"))})
+def _post_training(bench: DictConfig, source: str, data: str, method: str, label: str, seed: int,
+                   defenses: list[str], detection: list[str], prefix: str = "") -> list[Cell]:
+    """CLP, B1, the detection-only filters (phase 2) and B2 (phase 3) of the run ``source`` (the undefended run;
+    the control for ``clean_defenses``, roles ``prefix`` + defense)."""
+    settings = {prefix + d: [f"defense={d}"] for d in defenses if d in ("clp", "b1")}
+    settings.update({f"{prefix}filter_{a}": ["defense=filter", f"defense.filter.algorithm={a}"] for a in detection})
     shared = _as_list(bench.get("defense_overrides"))  # e.g. defense.u=2.5, given to every defense that has the key
     cells: list[Cell] = []
 
@@ -215,7 +230,8 @@ def _post_training(bench: DictConfig, source: str, data: str, method: str, label
 
     keys = {role: add(1, role, extra, (source,)) for role, extra in settings.items()}
     if "b2" in defenses:
-        add(2, "b2", ["defense=b2", "defense.b1_run={root}/" + keys["b1"]], (source, keys["b1"]))
+        b1 = keys[prefix + "b1"]
+        add(2, prefix + "b2", ["defense=b2", "defense.b1_run={root}/" + b1], (source, b1))
     return cells
 
 
@@ -225,7 +241,7 @@ DEFENSE_KEYS = {"clp": ("u",), "b1": ("space", "filter"), "b2": ("u", "space", "
 def _defend_args(source: str, role: str, extra: list[str], shared: list[str]) -> tuple[str, ...]:
     """``dift-defend`` of the cell ``source`` with ``extra``, plus the grid's ``defense.KEY=VALUE`` overrides whose
     key the defense has."""
-    keys = DEFENSE_KEYS[role.split("_")[0]]
+    keys = DEFENSE_KEYS[role.removeprefix("clean_").split("_")[0]]
     mine = [o for o in shared if o.removeprefix("defense.").split("=")[0].split(".")[0] in keys]
     return ("harness.defend", "{root}/" + source, *extra, *mine, "hydra.run.dir={dir}")
 

@@ -7,6 +7,8 @@
 - ``detection`` + ``fig5.png`` (DIFT's precision / recall before and after label spreading) + ``fig3.png`` (the
   intersected set's size and precision per epoch, before spreading); DIFT vs DBSCAN (B1's filter) vs OPTICS, TPR / FPR;
 - ``cost``: wall time per defense and phase, and its ratio to the undefended run;
+- ``clean``: the defenses run on the no-poison data (the grid's ``clean_defenses``): what each flags there and
+  what it costs in ACC and time against the control;
 - ``cells.csv``: every cell with its numbers and the machine it ran on; ``README.md`` linking them, with the
   environment, the cells per machine and the deviations.
 
@@ -33,8 +35,10 @@ from typing import Any
 from harness.machine import machine_id
 
 SCORES = ("acc_linear", "acc_knn", "asr_linear", "asr_knn")
+TABLES = ("table1", "table2", "detection", "cost", "clean")  # each written as .md and .csv
 DEFENSES = ("clp", "b1", "b2", "dift")  # the paper's Table 2 columns, in its order
 TRAINING_ROLES = ("none", "control")
+CLEAN = "clean_"  # the prefix of a defense's role on the no-poison data (the grid's clean_defenses)
 Group = tuple[str, str, str]  # data, method, attack setting
 
 
@@ -99,7 +103,7 @@ def with_mixed_note(lines: list[str], marked: bool) -> str:
 
 
 def ablations(roles: dict[str, Any]) -> list[str]:
-    return sorted(r for r in roles if r not in (*TRAINING_ROLES, *DEFENSES) and not r.startswith("filter_"))
+    return sorted(r for r in roles if r not in (*TRAINING_ROLES, *DEFENSES) and not r.startswith(("filter_", CLEAN)))
 
 
 # -- tables ---------------------------------------------------------------------------------------------------------
@@ -235,6 +239,54 @@ def detection_md(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def flagged(m: dict) -> int | None:
+    """How many training samples a run's defense removed: DIFT's detected set, or a post-training filter's."""
+    block = m.get("dift") or (m.get("defense") if isinstance(m.get("defense"), dict) else None) or {}
+    return block.get("detected")
+
+
+def clean(groups: dict) -> list[dict]:
+    """Per group and defense run on the no-poison data: what it flagged (count, share of the training set) and its
+    ACC and wall time against the control of the same seed (drop: control minus defended, as in Table 2)."""
+    rows = []
+    for (data, method, attack), roles in sorted(groups.items()):
+        control = roles.get("control", {})
+        for role in sorted(r for r in roles if r.startswith(CLEAN)):
+            runs = roles[role]
+            row: dict[str, Any] = {"data": data, "method": method, "attack": attack,
+                                   "defense": role.removeprefix(CLEAN), "seeds": len(runs),
+                                   "other_machine": other_machine(runs, control)}
+            counts = {s: flagged(m) for s, m in runs.items()}
+            row["flagged"], row["flagged_std"] = mean_std([float(c) for c in counts.values() if c is not None])
+            row["flagged_pct"], row["flagged_pct_std"] = mean_std(
+                [100.0 * c / runs[s]["train_samples"] for s, c in counts.items() if c is not None])
+            for key in ("acc_linear", "acc_knn"):
+                row[key], row[f"{key}_std"] = stat(runs, key)
+                row[f"control_{key}"], row[f"control_{key}_std"] = stat(control, key)
+                row[f"{key}_drop"], row[f"{key}_drop_std"] = stat(runs, key, minus=control)
+            ratios = [total(seconds(m, role)) / total(seconds(control[s], "control")) for s, m in runs.items()
+                      if s in control]
+            row["ratio"], row["ratio_std"] = mean_std([round(r, 4) for r in ratios]) if ratios else (None, None)
+            rows.append(row)
+    return rows
+
+
+def clean_md(rows: list[dict]) -> str:
+    if not rows:
+        return "No defense ran on the no-poison data (the grid's `clean_defenses` is empty)."
+    lines = ["| data | method | attack | defense on no-poison data | seeds | flagged | % of the training set | "
+             "ACC lin % | control ACC lin % | ACC lin drop | ACC kNN drop | × control time |", "|---" * 12 + "|"]
+    for r in rows:
+        n = r["seeds"]
+        lines.append(f"| {r['data']} | {r['method']} | {r['attack']} | {r['defense']}{' ‡' if r['other_machine'] else ''}"
+                     f" | {n} | {fmt(r['flagged'], r['flagged_std'], n, digits=0)} | "
+                     f"{fmt(r['flagged_pct'], r['flagged_pct_std'], n)} | {fmt(r['acc_linear'], r['acc_linear_std'], n)}"
+                     f" | {fmt(r['control_acc_linear'], r['control_acc_linear_std'], n)} | "
+                     f"{fmt(r['acc_linear_drop'], r['acc_linear_drop_std'], n)} | "
+                     f"{fmt(r['acc_knn_drop'], r['acc_knn_drop_std'], n)} | {fmt(r['ratio'], r['ratio_std'], n, digits=3)} |")
+    return with_mixed_note(lines, any(r["other_machine"] for r in rows))
+
+
 def seconds(m: dict, role: str) -> dict[str, float]:
     """A run's wall time by phase: post-training defenses include the source run's training; DIFT's phases run
     inside its training (listed as 'of which')."""
@@ -361,7 +413,7 @@ def cell_rows(cells: list[dict]) -> list[dict]:
     rows = []
     for c in cells:
         m = c["metrics"] or {}
-        det = m.get("dift") or (m.get("defense") if isinstance(m.get("defense"), dict) else {}) or {}
+        det = m.get("dift") or (m.get("defense") if isinstance(m.get("defense"), dict) else None) or {}
         rows.append({"key": c["key"], "phase": c["phase"] + 1, "role": c["role"], "data": c["data"],
                      "method": c["method"], "attack": c["attack"], "seed": c["seed"],
                      "status": "finished" if c["metrics"] is not None else "unfinished",
@@ -387,7 +439,7 @@ def readme(root: Path, plan: dict, tables: dict[str, str], cells: list[dict]) ->
                  machine_id(c["metrics"]) for c in cells if c["metrics"] is not None).most_common()) + ".", "",
              "Files: [table1.md](table1.md) / [.csv](table1.csv), [table2.md](table2.md) / [.csv](table2.csv), "
              "[detection.md](detection.md) / [.csv](detection.csv), [cost.md](cost.md) / [.csv](cost.csv), "
-             "[fig3.png](fig3.png), [fig5.png](fig5.png), [cells.csv](cells.csv).", ""]
+             "[clean.md](clean.md) / [.csv](clean.csv), [fig3.png](fig3.png), [fig5.png](fig5.png), [cells.csv](cells.csv).", ""]
     if bench.get("deviations"):
         lines += ["## Deviations from the paper's setting", "", *[f"- {d}" for d in bench["deviations"]], ""]
     if any(k in launcher for k in ("joblib", "submitit")):
@@ -395,7 +447,8 @@ def readme(root: Path, plan: dict, tables: dict[str, str], cells: list[dict]) ->
     titles = {"table1": "Table 1: without defense, beside the no-poison control",
               "table2": "Table 2: defenses (drops in points against the undefended run of the same seed)",
               "detection": "Detection (TPR = recall against the true poisoned samples)",
-              "cost": "Cost (post-training defenses include the source run's training)"}
+              "cost": "Cost (post-training defenses include the source run's training)",
+              "clean": "On clean data: the defenses run on the no-poison data, against the control of the same seed"}
     for name, title in titles.items():
         lines += [f"## {title}", "", tables[name], ""]
     return "\n".join(lines)
@@ -412,10 +465,10 @@ def write_report(root: Path) -> Path:
     groups = by_group(cells)
     out = root / "report"
     out.mkdir(exist_ok=True)
-    t1, t2, det, cst = table1(groups), table2(groups), detection(groups), cost(groups)
+    t1, t2, det, cst, cln = table1(groups), table2(groups), detection(groups), cost(groups), clean(groups)
     tables = {"table1": table1_md(t1), "table2": table2_md(t2, t1), "detection": detection_md(det),
-              "cost": cost_md(cst)}
-    for name, rows in (("table1", t1), ("table2", t2), ("detection", det), ("cost", cst)):
+              "cost": cost_md(cst), "clean": clean_md(cln)}
+    for name, rows in (("table1", t1), ("table2", t2), ("detection", det), ("cost", cst), ("clean", cln)):
         write_csv(out / f"{name}.csv", rows)
         (out / f"{name}.md").write_text(tables[name] + "\n")
     write_csv(out / "cells.csv", cell_rows(cells))
@@ -454,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("root", type=Path, help="the directory of a dift-bench grid (its root=...)")
     p.add_argument("--into", type=Path, nargs="*", default=[],
                    help="Markdown files whose <!-- GRID:table2 --> ... <!-- /GRID:table2 --> blocks (GRID: the "
-                        "grid's name; also table1, detection, cost) get the regenerated tables")
+                        "grid's name; also table1, detection, cost, clean) get the regenerated tables")
     args = p.parse_args(argv)
     try:
         out = write_report(args.root)
@@ -464,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     grid = json.loads((args.root / "plan.json").read_text())["bench"]["name"] if (args.root / "plan.json").exists() \
         else args.root.name
     for doc in args.into:
-        blocks = {f"{grid}:{name}": (out / f"{name}.md").read_text() for name in ("table1", "table2", "detection", "cost")}
+        blocks = {f"{grid}:{name}": (out / f"{name}.md").read_text() for name in TABLES}
         print(f"{doc}: {fill_blocks(doc, blocks)} block(s) of {grid} filled")
     print(f"report: {out / 'README.md'}")
 

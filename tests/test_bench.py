@@ -15,7 +15,7 @@ from dift_plugin.errors import DiftUserError
 from harness.bench import load_bench, plan
 from harness.config import CONF_DIR
 
-REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "cost") for ext in ("md", "csv")] + [
+REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "cost", "clean") for ext in ("md", "csv")] + [
     "fig3.png", "fig5.png", "cells.csv", "README.md"]
 
 
@@ -50,7 +50,8 @@ def test_smoke_grid_writes_every_report_with_numbers_in_range(smoke):
     cells = rows(out / "cells.csv")
     assert cells and all(c["status"] == "finished" for c in cells)
     assert {c["role"] for c in cells} == {"none", "control", "dift", "dift_no_spreading", "dift_no_finetune",
-                                          "dift_paper_spreading", "clp", "b1", "b2", "filter_optics"}
+                                          "dift_paper_spreading", "clp", "b1", "b2", "filter_optics",
+                                          "clean_dift", "clean_b1"}
     for table in ("table1", "table2", "cells"):
         for r in rows(out / f"{table}.csv"):
             for key in ("acc_linear", "acc_knn", "asr_linear", "asr_knn"):
@@ -71,6 +72,17 @@ def test_smoke_grid_writes_every_report_with_numbers_in_range(smoke):
     t1 = rows(out / "table1.csv")[0]
     excess = [num(by[("none", s)]["asr_linear"]) - num(by[("control", s)]["asr_linear"]) for s in (0, 1)]
     assert num(t1["asr_linear_excess"]) == pytest.approx(sum(excess) / 2, abs=0.011)
+    # the defenses on the no-poison data: what they flagged, their ACC against the control of the same seed
+    clean = {r["defense"]: r for r in rows(out / "clean.csv")}
+    assert set(clean) == {"dift", "b1"} and all(int(r["seeds"]) == 2 for r in clean.values())
+    for name, r in clean.items():
+        runs = [(by[(f"clean_{name}", s)], by[("control", s)]) for s in (0, 1)]
+        assert num(r["flagged"]) == pytest.approx(sum(num(c["detected"]) for c, _ in runs) / 2, abs=0.011)
+        assert num(r["flagged_pct"]) == pytest.approx(num(r["flagged"]) / 512 * 100, abs=0.011)
+        drop = sum(num(ctl["acc_linear"]) - num(c["acc_linear"]) for c, ctl in runs) / 2
+        assert num(r["acc_linear_drop"]) == pytest.approx(drop, abs=0.011)
+        assert all(num(c["precision"]) in (None, 0) for c, _ in runs)  # nothing poisoned there to find
+    assert not any(r["defense"].startswith("clean_") for r in rows(out / "table2.csv") + rows(out / "cost.csv"))
     det = rows(out / "detection.csv")
     assert {"dift_precision", "dbscan_tpr", "optics_tpr"} <= set(det[0])
     assert "cpu-smoke" in (out / "README.md").read_text() and "hydra/launcher=joblib" in (out / "README.md").read_text()
@@ -118,6 +130,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(smoke, tmp_path):
     # the smoke grid's seed 0 (its cells are finished: copied) with one more cell, which fails inside its run
     grid = yaml.safe_load((CONF_DIR / "bench" / "cpu-smoke.yaml").read_text())
     grid.update(name="broken", seeds=[0], control=False, defenses=["clp"], detection=[], ablation_seeds=None,
+                clean_defenses=[],
                 ablations={"dift_broken": ["dift.detector.k=100000"]})  # composes; fails inside the run
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(grid))
@@ -164,7 +177,8 @@ def test_an_attack_setting_may_narrow_the_seeds_and_leave_out_the_ablations(tmp_
     path.write_text(yaml.safe_dump(grid))
     cells = plan(load_bench(str(path), []))
     small = {(c.role, c.seed) for c in cells if c.attack == "small"}
-    assert small == {(r, 1) for r in ("none", "control", "dift", "clp", "b1", "b2", "filter_optics")}
+    assert small == {(r, 1) for r in ("none", "control", "dift", "clp", "b1", "b2", "filter_optics", "clean_dift",
+                                      "clean_b1")}
     main = {(c.role, c.seed) for c in cells if c.attack == "sslbackdoor"}
     assert {s for _, s in main} == {0, 1} and ("dift_no_spreading", 0) in main
     grid["attacks"][1]["seed"] = [0]
@@ -175,6 +189,26 @@ def test_an_attack_setting_may_narrow_the_seeds_and_leave_out_the_ablations(tmp_
     path.write_text(yaml.safe_dump(grid))
     with pytest.raises(DiftUserError, match="needs a name"):
         load_bench(str(path), [])
+
+
+def test_clean_defenses_run_dift_on_the_no_poison_data_and_the_others_on_the_control():
+    cells = plan(load_bench("cpu-smoke", ["seeds=[0]", "clean_defenses=[dift,clp,b1,b2]"]))
+    role = {c.role: c for c in cells}
+    assert "attack.rate=0" in role["clean_dift"].args and "defense=dift" in role["clean_dift"].args
+    assert role["clean_dift"].phase == 0 and role["clean_dift"].key != role["control"].key
+    for name in ("clean_clp", "clean_b1"):
+        assert role[name].source == role["control"].key and role[name].phase == 1
+    assert role["clean_b2"].needs == (role["control"].key, role["clean_b1"].key)
+    assert role["b2"].needs == (role["none"].key, role["b1"].key)  # the attacked run's chain is untouched
+    assert "clean_filter_optics" not in role
+    before = {c.role: c.key for c in plan(load_bench("cpu-smoke", ["seeds=[0]", "clean_defenses=[]"]))}
+    assert all(role[r].key == k for r, k in before.items())  # adding clean cells re-keys nothing
+    with pytest.raises(DiftUserError, match="set control: true"):
+        load_bench("cpu-smoke", ["control=false"])
+    with pytest.raises(DiftUserError, match="unknown clean_defenses"):
+        load_bench("cpu-smoke", ["clean_defenses=[optics]"])
+    with pytest.raises(DiftUserError, match="list b1 in `clean_defenses` too"):
+        load_bench("cpu-smoke", ["clean_defenses=[b2]"])
 
 
 def test_unknown_bench_keys_are_refused():

@@ -23,8 +23,9 @@ from tests.recorder import Recorder
 from tests.test_pretrain import cli, kill_and_resume
 
 # A 24x24 trigger on 5 % of 512 images: dense enough for DIFT to flag from the first epochs of a tiny model;
-# DIFT decides after the third epoch at the latest.
-FORCED = ("defense=dift", "dift.stop_epoch=2", "dift.detector.min_rounds=1", "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
+# DIFT decides after the third epoch at the latest, on whatever set it has then (stable or not).
+FORCED = ("defense=dift", "dift.stop_epoch=2", "dift.detector.min_rounds=1", "dift.unstable_at_stop=act",
+          "attack=sslbackdoor", "attack.rate=0.05", "attack.params.patch_size=24")
 
 
 def fit(cfg, run_dir):
@@ -116,13 +117,20 @@ def test_a_stable_set_decides_before_stop_epoch_and_the_run_can_keep_its_schedul
     assert not set(state.detected) & set(rec.indexes[2] + rec.indexes[3] + rec.indexes[4])
 
 
-def test_nothing_detected_leaves_training_as_it_was(tmp_path, data_root, monkeypatch):
-    """The clean phase: no fine-tuning, no restart, no filtering (here the anchor filter never keeps anything)."""
-    monkeypatch.setattr(detector_module, "filter_by_anchors",
-                        lambda *a, **k: AnchorFilterResult(np.zeros(0, dtype=np.int64), "kept nothing (test)"))
-    model, rec, data = fit(make_cfg(*FORCED, "trainer.max_epochs=4"), tmp_path)
+@pytest.mark.parametrize("cause", ["the filter keeps nothing", "the set is never stable"])
+def test_nothing_detected_leaves_training_as_it_was(cause, tmp_path, data_root, monkeypatch):
+    """The clean phase: no fine-tuning, no restart, no filtering — when the anchor filter never keeps anything, or
+    when the intersected set never becomes stable by the stop epoch (``unstable_at_stop=skip``, the default)."""
+    if cause == "the filter keeps nothing":
+        monkeypatch.setattr(detector_module, "filter_by_anchors",
+                            lambda *a, **k: AnchorFilterResult(np.zeros(0, dtype=np.int64), "kept nothing (test)"))
+        extra = ()
+    else:  # 3 detection epochs cannot make 5 stable ones in a row
+        extra = ("dift.unstable_at_stop=skip", "dift.detector.patience=5")
+    model, rec, data = fit(make_cfg(*FORCED, "trainer.max_epochs=4", *extra), tmp_path)
     state = model.dift_state
     assert state.phase == "clean" and state.decided_epoch == 2 and state.detected == []
+    assert (state.history[-1]["stable"] > 0) == (cause == "the set is never stable")  # there was a set to skip
     assert state.finetune is None and state.restart is None and "finetuning" not in state.timings
     assert rec.schedulers[3] == rec.schedulers[0]
     assert sorted(rec.indexes[3]) == list(range(len(data.ssl_train)))  # every sample still trained on

@@ -67,7 +67,7 @@ def solo_cfg(anchors, **dift):
     return OmegaConf.create({
         "optimizer": {"lr": 0.05}, "method_kwargs": {"queue_size": 192}, "scheduler": {"warmup_epochs": 0},
         "augmentations": [{"crop_size": 32, "mean": MEAN, "std": STD}], "data": {"dataset": "custom", "num_workers": 0},
-        "dift": {"stop_epoch": 2, "anchors": str(anchors), **dift}})
+        "dift": {"stop_epoch": 2, "unstable_at_stop": "act", "anchors": str(anchors), **dift}})  # decides at 2
 
 
 def fit(name, folder, anchors, epochs=4, **dift):
