@@ -250,9 +250,9 @@ def clean(groups: dict) -> list[dict]:
     ACC and wall time against the control of the same seed (drop: control minus defended, as in Table 2)."""
     rows = []
     for (data, method, attack), roles in sorted(groups.items()):
-        control = roles.get("control", {})
         for role in sorted(r for r in roles if r.startswith(CLEAN)):
             runs = roles[role]
+            control = {s: m for s, m in roles.get("control", {}).items() if s in runs}  # the seeds compared
             row: dict[str, Any] = {"data": data, "method": method, "attack": attack,
                                    "defense": role.removeprefix(CLEAN), "seeds": len(runs),
                                    "other_machine": other_machine(runs, control)}

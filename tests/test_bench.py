@@ -256,6 +256,20 @@ def test_the_cost_table_marks_runs_whose_seconds_cover_only_their_last_session()
     assert "resumed" in cost_md(rows).splitlines()[3] and "resumed" not in cost_md(rows).splitlines()[4]
 
 
+def test_the_clean_table_compares_each_defense_with_the_controls_of_its_own_seeds():
+    from harness.report import clean, clean_md
+
+    def run(acc, detected=None):
+        m = {"acc_linear": acc, "acc_knn": acc, "train_samples": 1000, "fit_time_s": 100.0}
+        return {**m, "dift": {"detected": detected, "time_s": {}}} if detected is not None else m
+    groups = {("cifar10", "moco", "ssl"): {"control": {0: run(56.0), 1: run(50.0)},
+                                           "clean_dift": {0: run(55.5, detected=30)}}}
+    (row,) = clean(groups)
+    assert row["defense"] == "dift" and row["seeds"] == 1 and row["flagged"] == 30 and row["flagged_pct"] == 3.0
+    assert row["control_acc_linear"] == 56.0 and row["acc_linear_drop"] == 0.5  # seed 1's control left out
+    assert "| moco | ssl | dift | 1 | 30 | 3.00 | 55.50 | 56.00 | 0.50 |" in clean_md([row])
+
+
 def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
     # the same seed and config give other numbers on another CPU: a drop or excess that mixes machines is marked
     from harness.machine import machine, machine_id
