@@ -59,9 +59,7 @@ def replay(recording: Path, rule: str, anchors: tuple[np.ndarray, np.ndarray] | 
             on_epoch(det)
         if det.is_stable_ or epoch == len(epochs) - 1:
             break
-    detected, stable = det.recent_indexes_, det.recent_set_
-    if not det.is_stable_ and unstable_at_stop == "skip":
-        detected = np.zeros(0, dtype=np.int64)
+    detected, stable = det.decided_indexes(unstable_at_stop), det.recent_set_
     row = {"run": recording.name, "rule": rule, "decided_epoch": epoch, "stable_by_intersection": bool(det.is_stable_),
            "stable": int(len(stable)), "n_samples": int(det.n_samples_), "n_poisoned": int(len(truth))}
     row.update(detected_row(detected, truth, det.n_samples_))

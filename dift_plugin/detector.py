@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
-from dift_plugin.config import ANCHOR_RULES, INTERSECTIONS, SPREADINGS, STABILITIES
+from dift_plugin.config import ANCHOR_RULES, AT_STOP, INTERSECTIONS, SPREADINGS, STABILITIES
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
 from dift_plugin.intersection import StabilityTracker, intersect
@@ -148,6 +148,15 @@ class DIFTDetector:
     def recent_indexes_(self) -> np.ndarray:
         """``poisoned_indexes_`` once the stable set has ``min_rounds`` epochs behind it, empty before."""
         return self.poisoned_indexes_ if len(self.recent_set_) else np.zeros(0, dtype=np.int64)
+
+    def decided_indexes(self, unstable_at_stop: str = "skip") -> np.ndarray:
+        """What a caller that must decide now acts on: ``recent_indexes_`` once the set is stable; before that (DIFT
+        at its stop epoch) the same with ``unstable_at_stop="act"``, nothing with ``"skip"``."""
+        if unstable_at_stop not in AT_STOP:
+            raise ValueError(f"unstable_at_stop must be one of {', '.join(AT_STOP)}, got {unstable_at_stop!r}")
+        if self.is_stable_ or unstable_at_stop == "act":
+            return self.recent_indexes_
+        return np.zeros(0, dtype=np.int64)
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The state that ``partial_fit`` carries across epochs, as a plain dict of arrays (for checkpoints)."""

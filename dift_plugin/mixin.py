@@ -133,9 +133,8 @@ class DIFTMixin:
         found = None
         if self.trainer.global_rank == 0:
             det = self.dift_detector
-            act = det.is_stable_ or self.dift_cfg.unstable_at_stop == "act"
-            found = det.recent_indexes_ if act else np.zeros(0, dtype=np.int64)
-            if not act:
+            found = det.decided_indexes(self.dift_cfg.unstable_at_stop)
+            if not det.is_stable_ and self.dift_cfg.unstable_at_stop == "skip":
                 self.print(f"DIFT: the intersected set ({len(det.stable_set_)} samples) never became stable by the "
                            "stop epoch: nothing detected (dift.unstable_at_stop=act would remove its spreading)")
             self.dift_state.add_time("spreading", det.timings_.get("spreading", 0.0))

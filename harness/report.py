@@ -239,10 +239,9 @@ def detection_md(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def flagged(m: dict) -> int | None:
-    """How many training samples a run's defense removed: DIFT's detected set, or a post-training filter's."""
-    block = m.get("dift") or (m.get("defense") if isinstance(m.get("defense"), dict) else None) or {}
-    return block.get("detected")
+def defense_block(m: dict) -> dict:
+    """A run's defense results: DIFT's block, or a post-training defense's (empty for an undefended run)."""
+    return m.get("dift") or (m.get("defense") if isinstance(m.get("defense"), dict) else None) or {}
 
 
 def clean(groups: dict) -> list[dict]:
@@ -256,7 +255,7 @@ def clean(groups: dict) -> list[dict]:
             row: dict[str, Any] = {"data": data, "method": method, "attack": attack,
                                    "defense": role.removeprefix(CLEAN), "seeds": len(runs),
                                    "other_machine": other_machine(runs, control)}
-            counts = {s: flagged(m) for s, m in runs.items()}
+            counts = {s: defense_block(m).get("detected") for s, m in runs.items()}
             row["flagged"], row["flagged_std"] = mean_std([float(c) for c in counts.values() if c is not None])
             row["flagged_pct"], row["flagged_pct_std"] = mean_std(
                 [100.0 * c / runs[s]["train_samples"] for s, c in counts.items() if c is not None])
@@ -264,9 +263,7 @@ def clean(groups: dict) -> list[dict]:
                 row[key], row[f"{key}_std"] = stat(runs, key)
                 row[f"control_{key}"], row[f"control_{key}_std"] = stat(control, key)
                 row[f"{key}_drop"], row[f"{key}_drop_std"] = stat(runs, key, minus=control)
-            ratios = [total(seconds(m, role)) / total(seconds(control[s], "control")) for s, m in runs.items()
-                      if s in control]
-            row["ratio"], row["ratio_std"] = mean_std([round(r, 4) for r in ratios]) if ratios else (None, None)
+            row["ratio"], row["ratio_std"] = time_ratio(runs, role, control, "control")
             rows.append(row)
     return rows
 
@@ -302,6 +299,13 @@ def total(phases: dict[str, float]) -> float:
     return sum(v for k, v in phases.items() if not k.startswith("of which"))
 
 
+def time_ratio(runs: dict[int, dict], role: str, base: dict[int, dict],
+               base_role: str) -> tuple[float | None, float | None]:
+    """Mean ± std, over the seeds both have, of each run's total wall time over ``base``'s run of the same seed."""
+    return mean_std([round(total(seconds(m, role)) / total(seconds(base[s], base_role)), 4)
+                     for s, m in runs.items() if s in base])
+
+
 def cost(groups: dict) -> list[dict]:
     rows = []
     for (data, method, attack), roles in sorted(groups.items()):
@@ -317,8 +321,7 @@ def cost(groups: dict) -> list[dict]:
             for k in phases:
                 row[f"{k} s"] = mean_std([p[k] for p in per_seed.values() if k in p])[0]
             row["total_s"], row["total_s_std"] = mean_std([total(p) for p in per_seed.values()])
-            ratios = [total(p) / total(seconds(none[s], "none")) for s, p in per_seed.items() if s in none]
-            row["ratio"], row["ratio_std"] = (mean_std([round(r, 4) for r in ratios]) if ratios else (None, None))
+            row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none")
             # a resumed run's fit_time_s covers only its last session; a post-training defense counts its source's
             row["resumed_runs"] = sum(bool(m.get("resumed")) or (isinstance(m.get("defense"), dict) and bool(
                 none.get(s, {}).get("resumed"))) for s, m in runs.items())
@@ -413,7 +416,7 @@ def cell_rows(cells: list[dict]) -> list[dict]:
     rows = []
     for c in cells:
         m = c["metrics"] or {}
-        det = m.get("dift") or (m.get("defense") if isinstance(m.get("defense"), dict) else None) or {}
+        det = defense_block(m)
         rows.append({"key": c["key"], "phase": c["phase"] + 1, "role": c["role"], "data": c["data"],
                      "method": c["method"], "attack": c["attack"], "seed": c["seed"],
                      "status": "finished" if c["metrics"] is not None else "unfinished",
@@ -468,7 +471,7 @@ def write_report(root: Path) -> Path:
     t1, t2, det, cst, cln = table1(groups), table2(groups), detection(groups), cost(groups), clean(groups)
     tables = {"table1": table1_md(t1), "table2": table2_md(t2, t1), "detection": detection_md(det),
               "cost": cost_md(cst), "clean": clean_md(cln)}
-    for name, rows in (("table1", t1), ("table2", t2), ("detection", det), ("cost", cst), ("clean", cln)):
+    for name, rows in zip(TABLES, (t1, t2, det, cst, cln)):
         write_csv(out / f"{name}.csv", rows)
         (out / f"{name}.md").write_text(tables[name] + "\n")
     write_csv(out / "cells.csv", cell_rows(cells))

@@ -211,6 +211,11 @@ def test_a_set_of_steady_size_but_changing_members_is_not_stable():
         assert np.isin(group, by_members.kept_).all()
     assert by_size.is_stable_ and len(by_size.stable_set_) == len(by_members.stable_set_)
     assert not by_members.is_stable_ and by_members.tracker_.streak == 0
+    # deciding now (DIFT's stop epoch): the stable set is acted on; an unstable one only when asked to
+    assert len(by_size.decided_indexes()) > 0 and len(by_members.decided_indexes()) == 0
+    np.testing.assert_array_equal(by_members.decided_indexes("act"), by_members.recent_indexes_)
+    with pytest.raises(ValueError, match="unstable_at_stop must be one of skip, act"):
+        by_members.decided_indexes("maybe")
 
 
 def test_consecutive_intersection_survives_poison_that_outnumbers_the_candidates():
