@@ -123,6 +123,16 @@ def recordings_parser(doc: str, out: Path) -> argparse.ArgumentParser:
     return p
 
 
+def variants_args(doc: str, out: Path, variant: Callable[[str], object], defaults: list[str]) -> argparse.Namespace:
+    """The command line of a replay of variants: ``DIR ... [--variants V ...] [--out PATH] [--into DOC ...]``,
+    each V parsed by ``variant`` (``defaults`` when none is given); the directories checked as recordings."""
+    p = recordings_parser(doc, out)
+    p.add_argument("--variants", nargs="+", type=variant, default=[variant(v) for v in defaults])
+    args = p.parse_args()
+    check_recorded(args.dirs)
+    return args
+
+
 def check_recorded(dirs: list[Path]) -> None:
     """Exit with what to run when a directory is not a finished recording."""
     missing = [d for d in dirs if not ((d / "truth.npy").exists() and (d / "overrides.json").exists())]

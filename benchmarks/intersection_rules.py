@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from anchor_rules import check_recorded, recordings_parser, replay, table
+from anchor_rules import replay, table, variants_args
 from dift_plugin.config import INTERSECTIONS, DetectorConfig
 from results import write_results
 
@@ -40,10 +40,7 @@ def variant(text: str) -> tuple[str, int, float]:
 
 
 def main() -> None:
-    p = recordings_parser(__doc__, OUT)
-    p.add_argument("--variants", nargs="+", type=variant, default=[variant(v) for v in VARIANTS])
-    args = p.parse_args()
-    check_recorded(args.dirs)
+    args = variants_args(__doc__, OUT, variant, VARIANTS)
     rows = []
     for d in args.dirs:
         for intersection, patience, tolerance in args.variants:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anchor_rules import check_recorded, detected_row, recordings_parser, replay, table
+from anchor_rules import detected_row, replay, table, variants_args
 from dift_plugin.config import AT_STOP, STABILITIES, DetectorConfig
 from dift_plugin.detector import DIFTDetector
 from results import write_results
@@ -66,10 +66,7 @@ def rows_of(recording: Path, variants: list[tuple[str, str]]) -> tuple[list[dict
 
 
 def main() -> None:
-    p = recordings_parser(__doc__, OUT)
-    p.add_argument("--variants", nargs="+", type=variant, default=[variant(v) for v in VARIANTS])
-    args = p.parse_args()
-    check_recorded(args.dirs)
+    args = variants_args(__doc__, OUT, variant, VARIANTS)
     rows, flags = [], ["| recording | epochs 0, 1, ... up to the decision: settled (x) or not (.) |", "|---|---|"]
     for d in args.dirs:
         mine, settled_epochs = rows_of(d, args.variants)

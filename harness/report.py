@@ -299,11 +299,12 @@ def total(phases: dict[str, float]) -> float:
     return sum(v for k, v in phases.items() if not k.startswith("of which"))
 
 
-def time_ratio(runs: dict[int, dict], role: str, base: dict[int, dict],
-               base_role: str) -> tuple[float | None, float | None]:
-    """Mean ± std, over the seeds both have, of each run's total wall time over ``base``'s run of the same seed."""
+def time_ratio(runs: dict[int, dict], role: str, base: dict[int, dict], base_role: str,
+               skip: frozenset[int] = frozenset()) -> tuple[float | None, float | None]:
+    """Mean ± std, over the seeds both have (but ``skip``), of each run's total wall time over ``base``'s run of
+    the same seed."""
     return mean_std([round(total(seconds(m, role)) / total(seconds(base[s], base_role)), 4)
-                     for s, m in runs.items() if s in base])
+                     for s, m in runs.items() if s in base and s not in skip])
 
 
 def cost(groups: dict) -> list[dict]:
@@ -321,10 +322,14 @@ def cost(groups: dict) -> list[dict]:
             for k in phases:
                 row[f"{k} s"] = mean_std([p[k] for p in per_seed.values() if k in p])[0]
             row["total_s"], row["total_s_std"] = mean_std([total(p) for p in per_seed.values()])
-            row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none")
-            # a resumed run's fit_time_s covers only its last session; a post-training defense counts its source's
-            row["resumed_runs"] = sum(bool(m.get("resumed")) or (isinstance(m.get("defense"), dict) and bool(
-                none.get(s, {}).get("resumed"))) for s, m in runs.items())
+            # a resumed run's fit_time_s covers only its last session (a post-training defense counts its source's):
+            # its seed is marked, and left out of the ratio, where either run of the pair was resumed
+            resumed = frozenset(s for s, m in runs.items() if bool(m.get("resumed")) or (
+                isinstance(m.get("defense"), dict) and bool(none.get(s, {}).get("resumed"))))
+            unpaired = frozenset(s for s in runs if none.get(s, {}).get("resumed"))
+            row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none", skip=resumed | unpaired)
+            row["resumed_runs"] = len(resumed)
+            row["ratio_seeds"] = len([s for s in runs if s in none and s not in resumed | unpaired])
             rows.append(row)
     return rows
 
@@ -335,8 +340,11 @@ def cost_md(rows: list[dict]) -> str:
     for r in rows:
         phases = ", ".join(f"{k.removesuffix(' s')} {v:.0f}" for k, v in r.items() if k.endswith(" s"))
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        if r["resumed_runs"]:
-            ratio += f" ({r['resumed_runs']} resumed: seconds of the last session only)"
+        notes = [f"{r['resumed_runs']} resumed: seconds of the last session only"] if r["resumed_runs"] else []
+        if r["ratio_seeds"] < r["seeds"]:
+            notes.append(f"ratio over {r['ratio_seeds']} of {r['seeds']} seeds: without resumed runs")
+        if notes:
+            ratio += f" ({'; '.join(notes)})"
         lines.append(f"| {r['data']} | {r['method']} | {r['attack']} | {r['defense']} | {r['seeds']} | {phases} | "
                      f"{fmt(r['total_s'], r['total_s_std'], r['seeds'], digits=0)} | {ratio} |")
     return "\n".join(lines)

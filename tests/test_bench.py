@@ -243,17 +243,25 @@ def test_report_fills_the_tables_into_a_markdown_file(smoke, tmp_path):
     assert "stale" not in text and (root / "report" / "table2.md").read_text() in text and text.endswith("tail\n")
 
 
-def test_the_cost_table_marks_runs_whose_seconds_cover_only_their_last_session():
+def test_the_cost_table_marks_resumed_runs_and_leaves_them_out_of_the_ratio():
     from harness.report import cost, cost_md
 
-    none = {"fit_time_s": 100.0, "resumed": True}
-    b1 = {"defense": {"time_s": {"training": 100.0, "detection": 1.0, "retraining": 90.0}}, "resumed": False}
-    dift = {"fit_time_s": 110.0, "resumed": False, "dift": {"time_s": {"embedding": 5.0}}}
-    rows = cost({("cifar10", "simclr", "ssl"): {"none": {0: none}, "b1": {0: b1}, "dift": {0: dift}}})
+    # seed 0: the undefended run was resumed (its 10 s are its last session's); seed 1: every run whole
+    none = {0: {"fit_time_s": 10.0, "resumed": True}, 1: {"fit_time_s": 100.0, "resumed": False}}
+    b1 = {s: {"defense": {"time_s": {"training": none[s]["fit_time_s"], "detection": 1.0, "retraining": 90.0}},
+              "resumed": False} for s in (0, 1)}
+    dift = {s: {"fit_time_s": 110.0, "resumed": False, "dift": {"time_s": {"embedding": 5.0}}} for s in (0, 1)}
+    rows = cost({("cifar10", "simclr", "ssl"): {"none": none, "b1": b1, "dift": dift}})
     by = {r["defense"]: r for r in rows}
     assert by["none"]["resumed_runs"] == 1 and by["b1"]["resumed_runs"] == 1 and by["dift"]["resumed_runs"] == 0
-    assert by["b1"]["ratio"] == 1.91 and by["dift"]["ratio"] == 1.1
-    assert "resumed" in cost_md(rows).splitlines()[3] and "resumed" not in cost_md(rows).splitlines()[4]
+    # the ratio comes from seed 1 alone: seed 0's would be 110 / 10 = 11x for DIFT
+    assert by["b1"]["ratio"] == 1.91 and by["dift"]["ratio"] == 1.1 and by["dift"]["ratio_std"] == 0.0
+    lines = cost_md(rows).splitlines()
+    assert "resumed" in lines[2] and "resumed" in lines[3] and "ratio over 1 of 2 seeds" in lines[3]
+    assert "last session" not in lines[4] and "ratio over 1 of 2 seeds" in lines[4]  # DIFT's undefended pair was
+
+    only_resumed = cost({("c", "m", "a"): {"none": {0: none[0]}, "dift": {0: dift[0]}}})
+    assert [r["ratio"] for r in only_resumed] == [None, None]
 
 
 def test_the_clean_table_compares_each_defense_with_the_controls_of_its_own_seeds():

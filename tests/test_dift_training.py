@@ -33,7 +33,8 @@ def fit(cfg, run_dir):
     pl.seed_everything(int(cfg.seed), verbose=False)
     data = prepare_data(cfg)
     model = build_method(cfg)
-    model.dift_data = dift_data(cfg, model.dift_cfg, data)
+    if getattr(model, "dift_cfg", None) is not None:  # a method built without DIFT has none
+        model.dift_data = dift_data(cfg, model.dift_cfg, data)
     dm = ContrastiveDataModule(data.ssl_train, cfg.data, cfg.augment, int(cfg.optimizer.batch_size), int(cfg.seed))
     recorder = Recorder()
     build_trainer(cfg, run_dir, [recorder]).fit(model, datamodule=dm)
@@ -134,6 +135,18 @@ def test_nothing_detected_leaves_training_as_it_was(cause, tmp_path, data_root, 
     assert state.finetune is None and state.restart is None and "finetuning" not in state.timings
     assert rec.schedulers[3] == rec.schedulers[0]
     assert sorted(rec.indexes[3]) == list(range(len(data.ssl_train)))  # every sample still trained on
+
+
+def test_a_run_where_dift_detects_nothing_ends_with_the_undefended_runs_weights(tmp_path, data_root):
+    """DIFT on clean data costs no accuracy when it detects nothing: its embedding passes (eval mode: the batch-norm
+    statistics untouched) leave the training -- batches, augmentations, weights, buffers -- an undefended run's."""
+    common = ("trainer.max_epochs=3", "attack=sslbackdoor", "attack.rate=0")
+    defended, _, _ = fit(make_cfg(*common, "defense=dift", "dift.stop_epoch=1"), tmp_path / "dift")
+    undefended, _, _ = fit(make_cfg(*common), tmp_path / "none")
+    assert defended.dift_state.phase == "clean" and len(defended.dift_state.history) == 2
+    theirs = undefended.state_dict()
+    for name, tensor in defended.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
 
 
 def test_the_papers_spreading_is_refused_before_training_on_a_set_it_cannot_hold(tmp_path, data_root, monkeypatch):
