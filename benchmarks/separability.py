@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from anchor_rules import best_recall, check_recorded, recordings_parser, replay  # noqa: E402
+from anchor_rules import check_recorded, oracle_recall, recordings_parser, replay  # noqa: E402
 from dift_plugin.config import DetectorConfig  # noqa: E402
 from dift_plugin.density import Neighbours, knn_search  # noqa: E402
 from dift_plugin.detector import DIFTDetector  # noqa: E402
@@ -38,11 +38,6 @@ BAR = 0.9  # #11's recall bar
 # (graph_k, alpha) x thresholds of the self-consistent rule; the shipped (20, 0.5, 0.6) among them
 SETTINGS = [(k, alpha, threshold) for k, alpha in [(20, 0.5), (20, 0.8), (20, 0.9), (10, 0.9)]
             for threshold in (0.5, 0.6, 0.7)]
-
-
-def oracle_recall(x: np.ndarray, poisoned: np.ndarray, k: int = 10) -> float:
-    """Best recall at precision >= 0.8 of the poisoned share among each sample's ``k`` nearest neighbours."""
-    return best_recall(poisoned[knn_search(x, k, random_state=0).index].mean(1), poisoned)
 
 
 def row_of(recording: Path) -> dict:

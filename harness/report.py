@@ -323,13 +323,13 @@ def cost(groups: dict) -> list[dict]:
                 row[f"{k} s"] = mean_std([p[k] for p in per_seed.values() if k in p])[0]
             row["total_s"], row["total_s_std"] = mean_std([total(p) for p in per_seed.values()])
             # a resumed run's fit_time_s covers only its last session (a post-training defense counts its source's):
-            # its seed is marked, and left out of the ratio, where either run of the pair was resumed
-            resumed = frozenset(s for s, m in runs.items() if bool(m.get("resumed")) or (
-                isinstance(m.get("defense"), dict) and bool(none.get(s, {}).get("resumed"))))
-            unpaired = frozenset(s for s in runs if none.get(s, {}).get("resumed"))
-            row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none", skip=resumed | unpaired)
-            row["resumed_runs"] = len(resumed)
-            row["ratio_seeds"] = len([s for s in runs if s in none and s not in resumed | unpaired])
+            # such runs are marked, and a seed where either run of the pair was resumed is left out of the ratio
+            source_resumed = {s for s in runs if none.get(s, {}).get("resumed")}
+            row["resumed_runs"] = sum(bool(m.get("resumed")) or (isinstance(m.get("defense"), dict) and s in
+                                                                 source_resumed) for s, m in runs.items())
+            skip = frozenset(s for s, m in runs.items() if m.get("resumed") or s in source_resumed)
+            row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none", skip=skip)
+            row["ratio_seeds"] = len([s for s in runs if s in none and s not in skip])
             rows.append(row)
     return rows
 
