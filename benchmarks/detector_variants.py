@@ -21,7 +21,8 @@ from dift_plugin.config import DetectorConfig
 from results import write_results
 
 OUT = Path(__file__).with_name("detector_variants_results")
-VARIANTS = ["shipped:", "gated:anchor_rule=gated", "patience 3:patience=3", "tolerance 0.1:tolerance=0.1"]
+VARIANTS = ["shipped:", "no cohesion check:min_cohesion=0", "gated:anchor_rule=gated", "patience 3:patience=3",
+            "tolerance 0.1:tolerance=0.1"]
 FIELDS = {name: type(getattr(DetectorConfig, name)) for name in DetectorConfig.__dataclass_fields__}
 
 

@@ -31,6 +31,7 @@ class DetectorConfig:
     tolerance: float = 0.2
     stability: str = "members"
     min_rounds: int = 2
+    min_cohesion: float = 0.9
     spreading: str = "graph"
     graph_k: int = 20
     alpha: float = 0.5
@@ -211,6 +212,7 @@ def _check_ranges(cfg: Any, where: str) -> None:
         need(0 < cfg.candidate_fraction < 1, "candidate_fraction", "in (0, 1)")
         need(0 < cfg.alpha < 1, "alpha", "in (0, 1)")
         need(0 < cfg.spread_threshold < 1, "spread_threshold", "in (0, 1)")
+        need(0 <= cfg.min_cohesion <= 1, "min_cohesion", "in [0, 1] (0: no cohesion check, the paper's rule)")
     if isinstance(cfg, FinetuneConfig):
         need(cfg.epochs >= 0, "epochs", ">= 0 (0 skips fine-tuning: the paper's ablation)")
         need(cfg.lr > 0, "lr", "> 0")

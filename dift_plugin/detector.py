@@ -1,7 +1,8 @@
 """``DIFTDetector``: the paper's poisoned-sample identification as a scikit-learn-style estimator.
 
 Per epoch (``partial_fit``): kNN density (Eqs. 4-5) -> densest candidates -> anchor filtering by MinDist (Eq. 6)
-and a 2-component GMM -> intersection with the previous epoch's set until it stabilises; then label spreading
+and a 2-component GMM -> intersection with the previous epoch's set until it stabilises as one group (ours: its
+largest kNN-connected group holds ``min_cohesion`` of it, ``dift_plugin.cohesion``); then label spreading
 on the sparse kNN graph grows the stable set into the detected set ``poisoned_indexes_``. An epoch whose filter
 keeps nothing (abstains) brings no evidence: the set and its stability stay as they were. A kept set disjoint from
 the set so far restarts it (the earlier group was transient). ``recent_indexes_`` spreads the set once it has
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from dift_plugin.anchors import filter_by_anchors, min_dist
+from dift_plugin.cohesion import largest_group_share
 from dift_plugin.config import ANCHOR_RULES, AT_STOP, INTERSECTIONS, SPREADINGS, STABILITIES
 from dift_plugin.config import DetectorConfig as _D  # the defaults live there, once
 from dift_plugin.density import Neighbours, as_tensor, knn_distance, knn_search, local_density, select_candidates
@@ -35,7 +37,8 @@ from dift_plugin.spreading import (
     spread,
 )
 
-STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "rounds", "last_kept" optional (added later)
+STATE_KEYS = ("stable_set_", "sizes", "streak", "n_samples")  # required; "rounds", "last_kept", "cohesion" optional
+# (added later; a state saved before the cohesion check counts as one group, as the run that saved it did)
 
 
 class DIFTDetector:
@@ -53,6 +56,9 @@ class DIFTDetector:
         patience, tolerance, stability: stable once, for ``patience`` epochs whose filter kept something, |S_t|
             changed by at most ``tolerance`` (relative) and (``stability="members"``) S_t kept at least
             1 - ``tolerance`` of S_{t-1}'s samples; ``"size"``: the size alone (see ``StabilityTracker``).
+        min_cohesion: ... and S_t is one group: its largest group of members connected in the ``k``-NN graph holds
+            at least this share of it (``cohesion_``; ``cohesion.largest_group_share``). 0 turns the check off (the
+            paper has none: ours since 2026-12-04, docs/dift_in_training.md).
         min_rounds: epochs whose filter kept something that the set must have been intersected over before
             ``recent_indexes_`` acts on it (1: one epoch's finding is enough).
         spreading: "graph" (ours), "sklearn" (the paper's: scikit-learn's dense RBF defaults, argmax) or "none"
@@ -69,7 +75,7 @@ class DIFTDetector:
                  min_separation: float = _D.min_separation, anchor_rule: str = _D.anchor_rule,
                  intersection: str = _D.intersection, patience: int = _D.patience,
                  tolerance: float = _D.tolerance, stability: str = _D.stability, min_rounds: int = _D.min_rounds,
-                 spreading: str = _D.spreading,
+                 min_cohesion: float = _D.min_cohesion, spreading: str = _D.spreading,
                  graph_k: int = _D.graph_k,
                  alpha: float = _D.alpha, spread_threshold: float = _D.spread_threshold,
                  spread_max_iter: int = _D.spread_max_iter,
@@ -83,6 +89,7 @@ class DIFTDetector:
         self.tolerance = tolerance
         self.stability = stability
         self.min_rounds = min_rounds
+        self.min_cohesion = min_cohesion
         self.spreading = spreading
         self.graph_k = graph_k
         self.alpha = alpha
@@ -125,7 +132,8 @@ class DIFTDetector:
                 if len(self.stable_set_) == 0:  # disjoint from the set so far: restart from this epoch's
                     self.stable_set_, self.rounds_ = self.last_kept_, 1
                 shared = len(np.intersect1d(before, self.stable_set_, assume_unique=True))
-                self.is_stable_ = self.tracker_.update(len(self.stable_set_), shared)
+                self.cohesion_ = largest_group_share(neighbours.index[:, :self.k], self.stable_set_)
+                self.is_stable_ = self._stable(self.tracker_.update(len(self.stable_set_), shared))
             self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         self._spread_inputs = (x, neighbours, anchors, self.stable_set_)  # spread on demand: see poisoned_indexes_
         self._spread_result: tuple[np.ndarray, np.ndarray] | None = None
@@ -165,6 +173,7 @@ class DIFTDetector:
                 "last_kept": np.asarray(getattr(self, "last_kept_", np.zeros(0, np.int64))),
                 "sizes": np.asarray(self.tracker_.sizes if hasattr(self, "tracker_") else [], dtype=np.int64),
                 "streak": np.asarray(self.tracker_.streak if hasattr(self, "tracker_") else 0),
+                "cohesion": np.asarray(getattr(self, "cohesion_", 0.0)),
                 "n_samples": np.asarray(getattr(self, "n_samples_", -1))}
 
     def set_state(self, state: dict[str, np.ndarray]) -> "DIFTDetector":
@@ -180,7 +189,8 @@ class DIFTDetector:
         self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
         self.tracker_.streak = int(state["streak"])
         self.n_samples_ = int(state["n_samples"])
-        self.is_stable_ = self.tracker_.is_stable
+        self.cohesion_ = float(state.get("cohesion", 1.0))
+        self.is_stable_ = self._stable(self.tracker_.is_stable)
         return self
 
     # -- stages -----------------------------------------------------------------------------------------------
@@ -213,12 +223,17 @@ class DIFTDetector:
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
+    def _stable(self, settled: bool) -> bool:
+        """Stable: the set has settled (``StabilityTracker``) and is one group (``cohesion_ >= min_cohesion``)."""
+        return settled and self.cohesion_ >= self.min_cohesion
+
     def _reset(self) -> None:
         self.tracker_ = StabilityTracker(patience=self.patience, tolerance=self.tolerance, rule=self.stability)
         self.stable_set_ = np.zeros(0, dtype=np.int64)
         self.last_kept_ = np.zeros(0, dtype=np.int64)
         self.recent_set_ = np.zeros(0, dtype=np.int64)
         self.rounds_ = 0
+        self.cohesion_ = 0.0
         self.is_stable_ = False
         self._spread_inputs = None
 
@@ -253,6 +268,8 @@ class DIFTDetector:
             raise ValueError(f"intersection must be one of {', '.join(INTERSECTIONS)}, got {self.intersection!r}")
         if self.stability not in STABILITIES:
             raise ValueError(f"stability must be one of {', '.join(STABILITIES)}, got {self.stability!r}")
+        if not 0 <= self.min_cohesion <= 1:
+            raise ValueError(f"min_cohesion must be in [0, 1] (0: no cohesion check), got {self.min_cohesion!r}")
         if self.spreading not in SPREADINGS:
             raise ValueError(f"spreading must be one of {', '.join(SPREADINGS)}, got {self.spreading!r}")
         if self.spreading == "sklearn":

@@ -23,7 +23,8 @@ def epoch_row(det: DIFTDetector, epoch: int, truth: np.ndarray | None, n: int) -
     """The detector's epoch: set sizes, the filter's reason, stage times, and scores of the kept and stable sets."""
     row: dict[str, Any] = {"epoch": epoch, "candidates": len(det.candidates_), "kept": len(det.kept_),
                            "stable": len(det.stable_set_), "recent_stable": len(det.recent_set_),
-                           "is_stable": int(det.is_stable_), "filter": det.filter_reason_,
+                           "cohesion": round(det.cohesion_, 3), "is_stable": int(det.is_stable_),
+                           "filter": det.filter_reason_,
                            **{f"time_{k}": v for k, v in det.timings_.items()}}
     row.update(scored("kept", det.kept_, truth, n))
     row.update(scored("stable", det.stable_set_, truth, n))

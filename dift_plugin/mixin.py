@@ -135,8 +135,9 @@ class DIFTMixin:
             det = self.dift_detector
             found = det.decided_indexes(self.dift_cfg.unstable_at_stop)
             if not det.is_stable_ and self.dift_cfg.unstable_at_stop == "skip":
-                self.print(f"DIFT: the intersected set ({len(det.stable_set_)} samples) never became stable by the "
-                           "stop epoch: nothing detected (dift.unstable_at_stop=act would remove its spreading)")
+                self.print(f"DIFT: the intersected set ({len(det.stable_set_)} samples, its largest group "
+                           f"{det.cohesion_:.0%} of it) never became stable as one group by the stop epoch: nothing "
+                           "detected (dift.unstable_at_stop=act would remove its spreading)")
             self.dift_state.add_time("spreading", det.timings_.get("spreading", 0.0))
             out.update(scored("detected", found, self.dift_data.poisoned_indexes, len(self.dift_data.dataset)))
         detected = np.asarray(self.trainer.strategy.broadcast(found, src=0), dtype=np.int64)

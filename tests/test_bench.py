@@ -307,3 +307,57 @@ def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
     assert t1[0]["other_machine"] == 0 and "‡" not in table1_md(t1)
     groups[("cifar10", "simclr", "ssl")]["control"][1] = {**scores, **zen3}
     assert "ssl ‡" in table1_md(table1(groups))
+
+
+def one_cell_plan(root, args):
+    """A plan with one training cell whose command is ``python -m ARGS`` (a stand-in for dift-pretrain)."""
+    spec = {"key": "c", "phase": 0, "role": "none", "data": "d", "method": "m", "attack": "a", "seed": 0,
+            "args": list(args), "source": None, "needs": []}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "plan.json").write_text(json.dumps({"cells": [spec]}))
+    return root / "c"
+
+
+def test_a_cell_run_by_a_live_process_is_left_alone_and_a_dead_ones_lock_taken_over(tmp_path):
+    """Two dift-bench over one root (or one left behind by a killed bench) once trained one cell in two processes,
+    which broke its logs; a cell is run by one process at a time."""
+    import socket
+
+    from harness.bench_cell import CellFailed, run_cell
+
+    cell = one_cell_plan(tmp_path, ["json.tool", "--help"])  # exits 0 and writes no metrics.json
+    cell.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (cell / "cell.lock").write_text(f"{sleeper.pid} {socket.gethostname()}")
+        with pytest.raises(CellFailed, match=f"being run by process {sleeper.pid} on this host"):
+            run_cell(tmp_path, "c")
+        assert (cell / "cell.lock").exists() and not (cell / "cell.log").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with pytest.raises(CellFailed, match=r"failed \(exit 0\)"):  # the lock's process is gone: the cell runs
+        run_cell(tmp_path, "c")
+    assert not (cell / "cell.lock").exists() and "json.tool" in (cell / "cell.log").read_text()
+
+
+def test_stopping_a_cell_stops_its_command(tmp_path):
+    """SIGTERM to the cell's process (``kill`` of a running dift-bench) terminates the command it runs: nothing is
+    left training in the cell's directory, and the lock is released."""
+    import signal
+    import time
+
+    one_cell_plan(tmp_path, ["timeit", "-n", "1", "-r", "1", "import time; time.sleep(120)"])
+    code = f"from pathlib import Path; from harness.bench_cell import run_cell; run_cell(Path({str(tmp_path)!r}), 'c')"
+    cell_process = subprocess.Popen([sys.executable, "-c", code])
+    lock = tmp_path / "c" / "cell.lock"
+    for _ in range(300):
+        if lock.exists() and "timeit" in (tmp_path / "c" / "cell.log").read_text():
+            break
+        time.sleep(0.1)
+    child = int(subprocess.run(["pgrep", "-P", str(cell_process.pid)], capture_output=True, text=True).stdout.split()[0])
+    cell_process.send_signal(signal.SIGTERM)
+    assert cell_process.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert subprocess.run(["ps", "-p", str(child)], capture_output=True).returncode != 0  # the command is gone
+    assert not lock.exists()

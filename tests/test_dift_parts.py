@@ -54,6 +54,7 @@ def test_the_defense_config_file_holds_exactly_the_documented_defaults():
     ({"start_epoch": 1.5}, "dift.start_epoch must be int"),
     ({"stop_epoch": 2, "start_epoch": 3}, "dift.stop_epoch must be >= start_epoch"),
     ({"detector": {"candidate_fraction": 1.5}}, "dift.detector.candidate_fraction must be in (0, 1)"),
+    ({"detector": {"min_cohesion": 1.2}}, "dift.detector.min_cohesion must be in [0, 1]"),
     ({"finetune": 3}, "dift.finetune must be a mapping"),
     ("yes", "dift must be true, false or a mapping"),
 ])
