@@ -77,6 +77,7 @@ def table(rows: list[dict]) -> str:
 
 def figure(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for r in rows:
         cohesion = [e["cohesion"] for e in r["epochs"]]
         (line,) = ax.plot(range(len(cohesion)), cohesion, label=r["run"], linewidth=1.2,
