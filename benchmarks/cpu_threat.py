@@ -52,9 +52,9 @@ TAKE_BACK = {
     "patch in the central region of training images": ("attack.params.train_region=center",),
 }
 # The ablation's fixed setting: SimCLR, the whole target class poisoned, 40 epochs, seed 0, CIFAR normalisation.
+CIFAR_NORM = ("data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.247,0.2435,0.2616]")  # the script's normalisation
 ABLATION_BASE = ("preset=cpu", "attack=sslbackdoor", "attack.rate=0.1", "attack.params.patch_size=8",
-                 "trainer.max_epochs=40", "method.temperature=0.2", "data.mean=[0.4914,0.4822,0.4465]",
-                 "data.std=[0.247,0.2435,0.2616]")
+                 "trainer.max_epochs=40", "method.temperature=0.2", *CIFAR_NORM)
 STRONGER = ("data.mean=[0,0,0]", "data.std=[1,1,1]", "method.temperature=0.5")
 COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false")
 # SimCLR's CPU preset before temperature 1.0 (conf/recipe_method/cpu_simclr.yaml): its runs, kept as rows.
@@ -72,6 +72,11 @@ METHOD_TRIALS = (
     ("m_moco_p6", "moco, 6x6 patch (between the two)",
      ("method=moco", "attack=sslbackdoor", "attack.params.patch_size=6")),
     ("m_moco_ce", "moco, CorruptEncoder instead of SSL-Backdoor", ("method=moco", "attack=corruptencoder")),
+    ("m_moco_cells4", "moco, a smooth trigger (4x4 colour cells, HTBA-like)",
+     ("method=moco", "attack=sslbackdoor", "attack.params.pattern_cells=4")),
+    ("m_moco_norm", "moco, CIFAR input normalisation (the script's)", ("method=moco", "attack=sslbackdoor", *CIFAR_NORM)),
+    ("m_moco_t01", "moco, temperature 0.1 (the preset: 0.2)", ("method=moco", "attack=sslbackdoor", "method.temperature=0.1")),
+    ("m_moco_t005", "moco, temperature 0.05", ("method=moco", "attack=sslbackdoor", "method.temperature=0.05")),
     ("m_byol", "byol, the preset", ("method=byol", "attack=sslbackdoor")),
     ("m_byol_p12", "byol, 12x12 patch", ("method=byol", "attack=sslbackdoor", "attack.params.patch_size=12")),
     ("m_byol_p5", "byol, the paper's 5x5 patch (less of the image replaced)",
@@ -82,6 +87,7 @@ METHOD_TRIALS = (
     ("m_byol_ce", "byol, CorruptEncoder instead of SSL-Backdoor", ("method=byol", "attack=corruptencoder")),
     ("m_byol_cells4", "byol, a smooth trigger (4x4 colour cells, HTBA-like)",
      ("method=byol", "attack=sslbackdoor", "attack.params.pattern_cells=4")),
+    ("m_byol_norm", "byol, CIFAR input normalisation (the script's)", ("method=byol", "attack=sslbackdoor", *CIFAR_NORM)),
 )
 
 

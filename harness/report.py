@@ -86,10 +86,15 @@ def stat(rows: dict[int, dict], key: str, minus: dict[int, dict] | None = None) 
                      and key in minus[s]])
 
 
+def other_machine_seeds(rows: dict[int, dict], base: dict[int, dict]) -> frozenset[int]:
+    """The seeds of ``rows`` that ran on another machine than ``base``'s run of the same seed (a cell that did not
+    record its machine counts as its own kind): their difference mixes the defense with the machine's numerics,
+    and their time ratio the defense's cost with the machines' speeds."""
+    return frozenset(s for s, m in rows.items() if s in base and machine_id(m) != machine_id(base[s]))
+
+
 def other_machine(rows: dict[int, dict], base: dict[int, dict]) -> int:
-    """How many seeds of ``rows`` ran on another machine than ``base``'s run of the same seed (a cell that did not
-    record its machine counts as its own kind): their difference mixes the defense with the machine's numerics."""
-    return sum(machine_id(m) != machine_id(base[s]) for s, m in rows.items() if s in base)
+    return len(other_machine_seeds(rows, base))
 
 
 MIXED_NOTE = ("‡ for at least one seed, this run and the one it is compared with (the undefended run; in Table 1 "
@@ -263,7 +268,9 @@ def clean(groups: dict) -> list[dict]:
                 row[key], row[f"{key}_std"] = stat(runs, key)
                 row[f"control_{key}"], row[f"control_{key}_std"] = stat(control, key)
                 row[f"{key}_drop"], row[f"{key}_drop_std"] = stat(runs, key, minus=control)
-            row["ratio"], row["ratio_std"] = time_ratio(runs, role, control, "control")
+            skip = other_machine_seeds(runs, control)
+            row["ratio"], row["ratio_std"] = time_ratio(runs, role, control, "control", skip=skip)
+            row["ratio_seeds"] = len([s for s in runs if s in control and s not in skip])
             rows.append(row)
     return rows
 
@@ -280,7 +287,7 @@ def clean_md(rows: list[dict]) -> str:
                      f"{fmt(r['flagged_pct'], r['flagged_pct_std'], n)} | {fmt(r['acc_linear'], r['acc_linear_std'], n)}"
                      f" | {fmt(r['control_acc_linear'], r['control_acc_linear_std'], n)} | "
                      f"{fmt(r['acc_linear_drop'], r['acc_linear_drop_std'], n)} | "
-                     f"{fmt(r['acc_knn_drop'], r['acc_knn_drop_std'], n)} | {fmt(r['ratio'], r['ratio_std'], n, digits=3)} |")
+                     f"{fmt(r['acc_knn_drop'], r['acc_knn_drop_std'], n)} | {ratio_cell(r, 'the control')} |")
     return with_mixed_note(lines, any(r["other_machine"] for r in rows))
 
 
@@ -328,6 +335,7 @@ def cost(groups: dict) -> list[dict]:
             row["resumed_runs"] = sum(bool(m.get("resumed")) or (isinstance(m.get("defense"), dict) and s in
                                                                  source_resumed) for s, m in runs.items())
             skip = frozenset(s for s, m in runs.items() if m.get("resumed") or s in source_resumed)
+            skip |= other_machine_seeds(runs, none)
             row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none", skip=skip)
             row["ratio_seeds"] = len([s for s in runs if s in none and s not in skip])
             rows.append(row)
@@ -339,15 +347,22 @@ def cost_md(rows: list[dict]) -> str:
              "|---" * 8 + "|"]
     for r in rows:
         phases = ", ".join(f"{k.removesuffix(' s')} {v:.0f}" for k, v in r.items() if k.endswith(" s"))
-        ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        notes = [f"{r['resumed_runs']} resumed: seconds of the last session only"] if r["resumed_runs"] else []
-        if r["ratio_seeds"] < r["seeds"]:
-            notes.append(f"ratio over {r['ratio_seeds']} of {r['seeds']} seeds: without resumed runs")
-        if notes:
-            ratio += f" ({'; '.join(notes)})"
+        resumed = [f"{r['resumed_runs']} resumed: seconds of the last session only"] if r["resumed_runs"] else []
         lines.append(f"| {r['data']} | {r['method']} | {r['attack']} | {r['defense']} | {r['seeds']} | {phases} | "
-                     f"{fmt(r['total_s'], r['total_s_std'], r['seeds'], digits=0)} | {ratio} |")
+                     f"{fmt(r['total_s'], r['total_s_std'], r['seeds'], digits=0)} | "
+                     f"{ratio_cell(r, 'the undefended one', resumed)} |")
     return "\n".join(lines)
+
+
+def ratio_cell(r: dict, base: str, notes: list[str] | None = None) -> str:
+    """A time ratio, with the seeds it leaves out said: a resumed run's seconds cover its last session only, and
+    two machines' seconds are not comparable."""
+    notes = list(notes or [])
+    ratio = fmt(r["ratio"], r["ratio_std"], r["ratio_seeds"], digits=3)
+    if r["ratio_seeds"] < r["seeds"]:
+        notes.append(f"ratio over {r['ratio_seeds']} of {r['seeds']} seeds: without resumed runs or runs on "
+                     f"another machine than {base}")
+    return ratio + (f" ({'; '.join(notes)})" if notes else "")
 
 
 # -- figures --------------------------------------------------------------------------------------------------------

@@ -264,6 +264,24 @@ def test_the_cost_table_marks_resumed_runs_and_leaves_them_out_of_the_ratio():
     assert [r["ratio"] for r in only_resumed] == [None, None]
 
 
+def test_time_ratios_leave_out_seeds_whose_pair_ran_on_two_machines():
+    # seconds of a fast and a slow CPU are not a cost: the no-poison control on one machine, DIFT on another
+    from harness.report import clean, clean_md, cost, cost_md
+
+    slow, fast = {"machine": {"cpu": "Intel Xeon"}}, {"machine": {"cpu": "AMD EPYC"}}
+    base = {"acc_linear": 50.0, "acc_knn": 45.0, "train_samples": 1000}
+    control = {0: {**base, **slow, "fit_time_s": 100.0}, 1: {**base, **slow, "fit_time_s": 100.0}}
+    dift = {0: {**base, **slow, "fit_time_s": 104.0, "dift": {"detected": 0, "time_s": {}}},
+            1: {**base, **fast, "fit_time_s": 40.0, "dift": {"detected": 0, "time_s": {}}}}
+    (row,) = clean({("cifar10", "moco", "ssl"): {"control": control, "clean_dift": dift}})
+    assert row["ratio"] == 1.04 and row["ratio_seeds"] == 1  # not the mean of 1.04 and 0.40
+    assert "1.040 (ratio over 1 of 2 seeds: without resumed runs or runs on another machine" in clean_md([row])
+    rows = cost({("cifar10", "moco", "ssl"): {"none": control, "dift": dift}})
+    assert [r["ratio"] for r in rows] == [1.0, 1.04] and "ratio over 1 of 2 seeds" in cost_md(rows).splitlines()[3]
+    only_mixed = clean({("c", "m", "a"): {"control": {1: control[1]}, "clean_dift": {1: dift[1]}}})
+    assert only_mixed[0]["ratio"] is None and "| – (ratio over 0 of 1 seeds" in clean_md(only_mixed)
+
+
 def test_the_clean_table_compares_each_defense_with_the_controls_of_its_own_seeds():
     from harness.report import clean, clean_md
 
