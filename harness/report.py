@@ -268,9 +268,7 @@ def clean(groups: dict) -> list[dict]:
                 row[key], row[f"{key}_std"] = stat(runs, key)
                 row[f"control_{key}"], row[f"control_{key}_std"] = stat(control, key)
                 row[f"{key}_drop"], row[f"{key}_drop_std"] = stat(runs, key, minus=control)
-            skip = other_machine_seeds(runs, control)
-            row["ratio"], row["ratio_std"] = time_ratio(runs, role, control, "control", skip=skip)
-            row["ratio_seeds"] = len([s for s in runs if s in control and s not in skip])
+            row["ratio"], row["ratio_std"], row["ratio_seeds"] = time_ratio(runs, role, control, "control")
             rows.append(row)
     return rows
 
@@ -306,12 +304,16 @@ def total(phases: dict[str, float]) -> float:
     return sum(v for k, v in phases.items() if not k.startswith("of which"))
 
 
-def time_ratio(runs: dict[int, dict], role: str, base: dict[int, dict], base_role: str,
-               skip: frozenset[int] = frozenset()) -> tuple[float | None, float | None]:
-    """Mean ± std, over the seeds both have (but ``skip``), of each run's total wall time over ``base``'s run of
-    the same seed."""
-    return mean_std([round(total(seconds(m, role)) / total(seconds(base[s], base_role)), 4)
-                     for s, m in runs.items() if s in base and s not in skip])
+def time_ratio(runs: dict[int, dict], role: str, base: dict[int, dict],
+               base_role: str) -> tuple[float | None, float | None, int]:
+    """Mean ± std of each run's total wall time over ``base``'s run of the same seed, and how many seeds it is
+    over: those both have, but a seed where either run was resumed (its seconds cover its last session only) or
+    the two ran on different machines (their seconds are not comparable)."""
+    skip = other_machine_seeds(runs, base) | {s for s, m in runs.items()
+                                              if s in base and (m.get("resumed") or base[s].get("resumed"))}
+    ratios = [round(total(seconds(m, role)) / total(seconds(base[s], base_role)), 4)
+              for s, m in runs.items() if s in base and s not in skip]
+    return (*mean_std(ratios), len(ratios))
 
 
 def cost(groups: dict) -> list[dict]:
@@ -330,14 +332,11 @@ def cost(groups: dict) -> list[dict]:
                 row[f"{k} s"] = mean_std([p[k] for p in per_seed.values() if k in p])[0]
             row["total_s"], row["total_s_std"] = mean_std([total(p) for p in per_seed.values()])
             # a resumed run's fit_time_s covers only its last session (a post-training defense counts its source's):
-            # such runs are marked, and a seed where either run of the pair was resumed is left out of the ratio
+            # such runs are marked, and time_ratio leaves out a seed where either run of the pair was resumed
             source_resumed = {s for s in runs if none.get(s, {}).get("resumed")}
             row["resumed_runs"] = sum(bool(m.get("resumed")) or (isinstance(m.get("defense"), dict) and s in
                                                                  source_resumed) for s, m in runs.items())
-            skip = frozenset(s for s, m in runs.items() if m.get("resumed") or s in source_resumed)
-            skip |= other_machine_seeds(runs, none)
-            row["ratio"], row["ratio_std"] = time_ratio(runs, role, none, "none", skip=skip)
-            row["ratio_seeds"] = len([s for s in runs if s in none and s not in skip])
+            row["ratio"], row["ratio_std"], row["ratio_seeds"] = time_ratio(runs, role, none, "none")
             rows.append(row)
     return rows
 
