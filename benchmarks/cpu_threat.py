@@ -77,6 +77,11 @@ METHOD_TRIALS = (
     ("m_moco_norm", "moco, CIFAR input normalisation (the script's)", ("method=moco", "attack=sslbackdoor", *CIFAR_NORM)),
     ("m_moco_t01", "moco, temperature 0.1 (the preset: 0.2)", ("method=moco", "attack=sslbackdoor", "method.temperature=0.1")),
     ("m_moco_t005", "moco, temperature 0.05", ("method=moco", "attack=sslbackdoor", "method.temperature=0.05")),
+    # SimCLR's negatives are the batch (about 25 poisoned images); MoCo v2's a queue of 4,096 keys of a slow encoder
+    ("m_moco_q256", "moco, a queue of one batch (256 keys; the preset: 4,096)",
+     ("method=moco", "attack=sslbackdoor", "method.queue_size=256")),
+    ("m_moco_q256_tau", "moco, a queue of one batch and a key encoder that follows faster (tau 0.9 -> 0.99)",
+     ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0.9", "method.final_tau=0.99")),
     ("m_byol", "byol, the preset", ("method=byol", "attack=sslbackdoor")),
     ("m_byol_p12", "byol, 12x12 patch", ("method=byol", "attack=sslbackdoor", "attack.params.patch_size=12")),
     ("m_byol_p5", "byol, the paper's 5x5 patch (less of the image replaced)",
