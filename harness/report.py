@@ -35,7 +35,7 @@ from typing import Any
 from harness.machine import machine_id
 
 SCORES = ("acc_linear", "acc_knn", "asr_linear", "asr_knn")
-TABLES = ("table1", "table2", "detection", "cost", "clean")  # each written as .md and .csv
+TABLES = ("table1", "table2", "detection", "ablations", "cost", "clean")  # each written as .md and .csv
 DEFENSES = ("clp", "b1", "b2", "dift")  # the paper's Table 2 columns, in its order
 TRAINING_ROLES = ("none", "control")
 CLEAN = "clean_"  # the prefix of a defense's role on the no-poison data (the grid's clean_defenses)
@@ -62,6 +62,11 @@ def by_group(cells: list[dict]) -> dict[Group, dict[str, dict[int, dict]]]:
         if c["metrics"] is not None:
             out[(c["data"], c["method"], c["attack"])][c["role"]][int(c["seed"])] = c["metrics"]
     return out
+
+
+def pair(a: float | None, b: float | None, digits: int = 3) -> str:
+    """``a / b`` (precision / recall, TPR / FPR), or a dash when either is missing."""
+    return "–" if a is None or b is None else f"{a:.{digits}f} / {b:.{digits}f}"
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -231,9 +236,6 @@ def detection_md(rows: list[dict]) -> str:
              "DIFT detected"] + [f"{a.upper()} TPR / FPR (flagged)" for a in algos])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
 
-    def pair(a: Any, b: Any, digits: int = 3) -> str:
-        return "–" if a is None or b is None else f"{a:.{digits}f} / {b:.{digits}f}"
-
     for r in rows:
         cols = [r["data"], r["method"], r["attack"], str(r["seed"]),
                 pair(r.get("dift_precision_before"), r.get("dift_recall_before")),
@@ -241,6 +243,42 @@ def detection_md(rows: list[dict]) -> str:
                 pair(r.get("dift_recall"), r.get("dift_fpr"), 4), str(r.get("dift_detected", "–"))]
         cols += [f"{pair(r.get(f'{a}_tpr'), r.get(f'{a}_fpr'), 4)} ({r.get(f'{a}_flagged', '–')})" for a in algos]
         lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def ablation_rows(groups: dict) -> list[dict]:
+    """Per group and ablation seed: what DIFT and each of its ablations detected (before / after spreading, the
+    decision epoch) and what it left (ACC, ASR), each run's machine beside it."""
+    rows = []
+    for (data, method, attack), roles in sorted(groups.items()):
+        variants = ablations(roles)
+        for seed in sorted(set().union(*(roles[v].keys() for v in variants))) if variants else []:
+            for role in ("dift", *variants):
+                m = roles.get(role, {}).get(seed)
+                if m is None or m.get("dift") is None:
+                    continue
+                dift = m["dift"]
+                before = before_spreading(dift)
+                rows.append({"data": data, "method": method, "attack": attack, "seed": seed, "variant": role,
+                             "machine": machine_id(m), "decided_epoch": dift.get("decided_epoch"),
+                             "precision_before": before[0], "recall_before": before[1],
+                             **{k: dift.get(k) for k in ("detected", "precision", "recall")},
+                             **{k: m.get(k) for k in ("acc_linear", "asr_linear", "asr_knn")}})
+    return rows
+
+
+def ablations_md(rows: list[dict]) -> str:
+    lines = ["| data | method | attack | seed | variant | machine | decided at epoch | P / R before spreading | "
+             "detected | P / R after | ACC lin % | ASR lin % | ASR kNN % |", "|---" * 13 + "|"]
+    for r in rows:
+        lines.append(f"| {r['data']} | {r['method']} | {r['attack']} | {r['seed']} | {r['variant']} | {r['machine']} | "
+                     f"{'–' if r['decided_epoch'] is None else r['decided_epoch']} | "
+                     f"{pair(r['precision_before'], r['recall_before'])} | {r['detected']} | "
+                     f"{pair(r['precision'], r['recall'])} | {fmt(r['acc_linear'], None)} | "
+                     f"{fmt(r['asr_linear'], None)} | {fmt(r['asr_knn'], None)} |")
+    if rows:
+        lines += ["", "Read a variant against DIFT's row of the same seed on the same machine: the same seed and "
+                      "config detect differently on another CPU (`cells.csv`)."]
     return "\n".join(lines)
 
 
@@ -463,7 +501,8 @@ def readme(root: Path, plan: dict, tables: dict[str, str], cells: list[dict]) ->
              "Cells by machine: " + "; ".join(f"{name}: {n}" for name, n in Counter(
                  machine_id(c["metrics"]) for c in cells if c["metrics"] is not None).most_common()) + ".", "",
              "Files: [table1.md](table1.md) / [.csv](table1.csv), [table2.md](table2.md) / [.csv](table2.csv), "
-             "[detection.md](detection.md) / [.csv](detection.csv), [cost.md](cost.md) / [.csv](cost.csv), "
+             "[detection.md](detection.md) / [.csv](detection.csv), [ablations.md](ablations.md) / [.csv](ablations.csv), "
+             "[cost.md](cost.md) / [.csv](cost.csv), "
              "[clean.md](clean.md) / [.csv](clean.csv), [fig3.png](fig3.png), [fig5.png](fig5.png), [cells.csv](cells.csv).", ""]
     if bench.get("deviations"):
         lines += ["## Deviations from the paper's setting", "", *[f"- {d}" for d in bench["deviations"]], ""]
@@ -472,6 +511,7 @@ def readme(root: Path, plan: dict, tables: dict[str, str], cells: list[dict]) ->
     titles = {"table1": "Table 1: without defense, beside the no-poison control",
               "table2": "Table 2: defenses (drops in points against the undefended run of the same seed)",
               "detection": "Detection (TPR = recall against the true poisoned samples)",
+              "ablations": "DIFT's ablations: what each variant detected and left",
               "cost": "Cost (post-training defenses include the source run's training)",
               "clean": "On clean data: the defenses run on the no-poison data, against the control of the same seed"}
     for name, title in titles.items():
@@ -490,10 +530,11 @@ def write_report(root: Path) -> Path:
     groups = by_group(cells)
     out = root / "report"
     out.mkdir(exist_ok=True)
-    t1, t2, det, cst, cln = table1(groups), table2(groups), detection(groups), cost(groups), clean(groups)
+    t1, t2, det, abl = table1(groups), table2(groups), detection(groups), ablation_rows(groups)
+    cst, cln = cost(groups), clean(groups)
     tables = {"table1": table1_md(t1), "table2": table2_md(t2, t1), "detection": detection_md(det),
-              "cost": cost_md(cst), "clean": clean_md(cln)}
-    for name, rows in zip(TABLES, (t1, t2, det, cst, cln)):
+              "ablations": ablations_md(abl), "cost": cost_md(cst), "clean": clean_md(cln)}
+    for name, rows in zip(TABLES, (t1, t2, det, abl, cst, cln)):
         write_csv(out / f"{name}.csv", rows)
         (out / f"{name}.md").write_text(tables[name] + "\n")
     write_csv(out / "cells.csv", cell_rows(cells))

@@ -15,7 +15,7 @@ from dift_plugin.errors import DiftUserError
 from harness.bench import load_bench, plan
 from harness.config import CONF_DIR
 
-REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "cost", "clean") for ext in ("md", "csv")] + [
+REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "ablations", "cost", "clean") for ext in ("md", "csv")] + [
     "fig3.png", "fig5.png", "cells.csv", "README.md"]
 
 
@@ -83,6 +83,8 @@ def test_smoke_grid_writes_every_report_with_numbers_in_range(smoke):
         assert num(r["acc_linear_drop"]) == pytest.approx(drop, abs=0.011)
         assert all(num(c["precision"]) in (None, 0) for c, _ in runs)  # nothing poisoned there to find
     assert not any(r["defense"].startswith("clean_") for r in rows(out / "table2.csv") + rows(out / "cost.csv"))
+    assert {(r["variant"], r["seed"]) for r in rows(out / "ablations.csv")} == {
+        (v, "0") for v in ("dift", "dift_no_spreading", "dift_no_finetune", "dift_paper_spreading")}
     det = rows(out / "detection.csv")
     assert {"dift_precision", "dbscan_tpr", "optics_tpr"} <= set(det[0])
     assert "cpu-smoke" in (out / "README.md").read_text() and "hydra/launcher=joblib" in (out / "README.md").read_text()
@@ -294,6 +296,28 @@ def test_the_clean_table_compares_each_defense_with_the_controls_of_its_own_seed
     assert row["defense"] == "dift" and row["seeds"] == 1 and row["flagged"] == 30 and row["flagged_pct"] == 3.0
     assert row["control_acc_linear"] == 56.0 and row["acc_linear_drop"] == 0.5  # seed 1's control left out
     assert "| moco | ssl | dift | 1 | 30 | 3.00 | 55.50 | 56.00 | 0.50 |" in clean_md([row])
+
+
+def test_the_ablation_table_sets_each_variant_beside_dift_of_its_seed_with_what_it_detected():
+    from harness.report import ablation_rows, ablations_md
+
+    def run(detected, cpu, decided=7):
+        history = [{"epoch": 6, "kept": 120, "stable_precision": 1.0, "stable_recall": 0.25},
+                   {"epoch": 9, "kept": 40, "stable_precision": 0.5, "stable_recall": 0.02}]  # after the decision
+        return {"acc_linear": 55.0, "asr_linear": 30.0, "asr_knn": 9.0, "machine": {"cpu": cpu},
+                "dift": {"detected": detected, "precision": 0.9, "recall": 0.8, "decided_epoch": decided,
+                         "history": history}}
+    groups = {("cifar10", "moco", "ssl"): {
+        "none": {0: {"acc_linear": 56.0}, 1: {"acc_linear": 56.0}},
+        "dift": {0: run(900, "Intel Xeon"), 1: run(950, "Intel Xeon")},  # seed 1 has no ablation: not listed
+        "dift_no_spreading": {0: run(240, "AMD EPYC", decided=None)}}}
+    rows = ablation_rows(groups)
+    assert [(r["variant"], r["seed"], r["detected"]) for r in rows] == [("dift", 0, 900), ("dift_no_spreading", 0, 240)]
+    assert rows[0]["precision_before"] == 1.0 and rows[0]["recall_before"] == 0.25  # the set spread at the decision
+    assert rows[1]["recall_before"] == 0.02 and rows[1]["decided_epoch"] is None  # undecided: its last kept set
+    text = ablations_md(rows)
+    assert "| 0 | dift | Intel Xeon | 7 | 1.000 / 0.250 | 900 | 0.900 / 0.800 | 55.00 | 30.00 | 9.00 |" in text
+    assert "| dift_no_spreading | AMD EPYC | – |" in text and ablations_md([]).count("\n") == 1
 
 
 def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
