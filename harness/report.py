@@ -267,12 +267,17 @@ def ablation_rows(groups: dict) -> list[dict]:
     return rows
 
 
+def decided(epoch: int | None, detected: int | None) -> str:
+    """DIFT's decision epoch; a decision that removed nothing is the stop epoch with no stable set."""
+    return "–" if epoch is None else f"{epoch} (nothing stable)" if not detected else str(epoch)
+
+
 def ablations_md(rows: list[dict]) -> str:
     lines = ["| data | method | attack | seed | variant | machine | decided at epoch | P / R before spreading | "
              "detected | P / R after | ACC lin % | ASR lin % | ASR kNN % |", "|---" * 13 + "|"]
     for r in rows:
         lines.append(f"| {r['data']} | {r['method']} | {r['attack']} | {r['seed']} | {r['variant']} | {r['machine']} | "
-                     f"{'–' if r['decided_epoch'] is None else r['decided_epoch']} | "
+                     f"{decided(r['decided_epoch'], r['detected'])} | "
                      f"{pair(r['precision_before'], r['recall_before'])} | {r['detected']} | "
                      f"{pair(r['precision'], r['recall'])} | {fmt(r['acc_linear'], None)} | "
                      f"{fmt(r['asr_linear'], None)} | {fmt(r['asr_knn'], None)} |")
@@ -573,7 +578,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("root", type=Path, help="the directory of a dift-bench grid (its root=...)")
     p.add_argument("--into", type=Path, nargs="*", default=[],
                    help="Markdown files whose <!-- GRID:table2 --> ... <!-- /GRID:table2 --> blocks (GRID: the "
-                        "grid's name; also table1, detection, cost, clean) get the regenerated tables")
+                        "grid's name; also table1, detection, ablations, cost, clean) get the regenerated tables")
     args = p.parse_args(argv)
     try:
         out = write_report(args.root)

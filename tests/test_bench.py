@@ -318,6 +318,8 @@ def test_the_ablation_table_sets_each_variant_beside_dift_of_its_seed_with_what_
     text = ablations_md(rows)
     assert "| 0 | dift | Intel Xeon | 7 | 1.000 / 0.250 | 900 | 0.900 / 0.800 | 55.00 | 30.00 | 9.00 |" in text
     assert "| dift_no_spreading | AMD EPYC | – |" in text and ablations_md([]).count("\n") == 1
+    rows[0]["detected"] = 0  # the stop epoch reached with no stable set: nothing removed
+    assert "| dift | Intel Xeon | 7 (nothing stable) |" in ablations_md(rows)
 
 
 def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
