@@ -248,7 +248,7 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool, stored: dict[str, 
         rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
         if c.group == "ablation" and not c.name.endswith("_r0"):
             rows[c.name]["units"] = trigger_units(root / c.name)
-        if c.group == "methods":
+        if c.group == "methods" and "attack.rate=0" not in c.overrides:  # a no-poison row has no trigger to place
             rows[c.name]["geometry"] = trigger_geometry(root / c.name)
     return rows
 
