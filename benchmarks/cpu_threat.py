@@ -112,6 +112,10 @@ class Cell:
     control: str | None = None  # the cell (clean, same recipe) whose run is this cell's no-poison control
     control_attack: tuple[str, ...] = field(default_factory=tuple)  # evaluate_run overrides when not the same attack
 
+    @property
+    def poisoned(self) -> bool:
+        return "attack.rate=0" not in self.overrides
+
 
 def preset_cells(name: str, clean: str, label: str, base: tuple[str, ...]) -> list[Cell]:
     """An SSL-Backdoor run and its no-poison control (the same recipe, ``attack.rate=0``)."""
@@ -246,9 +250,9 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool, stored: dict[str, 
                                 "control": stored[c.name]["control"] or control_metrics(c, root, dry_run)}
             continue
         rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
-        if c.group == "ablation" and not c.name.endswith("_r0"):
+        if c.poisoned and c.group == "ablation":  # a no-poison run has no trigger to find or place
             rows[c.name]["units"] = trigger_units(root / c.name)
-        if c.group == "methods" and "attack.rate=0" not in c.overrides:  # a no-poison row has no trigger to place
+        if c.poisoned and c.group == "methods":
             rows[c.name]["geometry"] = trigger_geometry(root / c.name)
     return rows
 

@@ -252,7 +252,7 @@ def ablation_rows(groups: dict) -> list[dict]:
     rows = []
     for (data, method, attack), roles in sorted(groups.items()):
         variants = ablations(roles)
-        for seed in sorted(set().union(*(roles[v].keys() for v in variants))) if variants else []:
+        for seed in sorted(set().union(*(roles[v].keys() for v in variants))):
             for role in ("dift", *variants):
                 m = roles.get(role, {}).get(seed)
                 if m is None or m.get("dift") is None:
@@ -505,10 +505,8 @@ def readme(root: Path, plan: dict, tables: dict[str, str], cells: list[dict]) ->
              f"{env.get('platform', '')}. Versions: {versions}.", "",
              "Cells by machine: " + "; ".join(f"{name}: {n}" for name, n in Counter(
                  machine_id(c["metrics"]) for c in cells if c["metrics"] is not None).most_common()) + ".", "",
-             "Files: [table1.md](table1.md) / [.csv](table1.csv), [table2.md](table2.md) / [.csv](table2.csv), "
-             "[detection.md](detection.md) / [.csv](detection.csv), [ablations.md](ablations.md) / [.csv](ablations.csv), "
-             "[cost.md](cost.md) / [.csv](cost.csv), "
-             "[clean.md](clean.md) / [.csv](clean.csv), [fig3.png](fig3.png), [fig5.png](fig5.png), [cells.csv](cells.csv).", ""]
+             "Files: " + ", ".join(f"[{t}.md]({t}.md) / [.csv]({t}.csv)" for t in TABLES)
+             + ", [fig3.png](fig3.png), [fig5.png](fig5.png), [cells.csv](cells.csv).", ""]
     if bench.get("deviations"):
         lines += ["## Deviations from the paper's setting", "", *[f"- {d}" for d in bench["deviations"]], ""]
     if any(k in launcher for k in ("joblib", "submitit")):
