@@ -61,6 +61,12 @@ COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false")
 FORMER_SIMCLR = ("method.temperature=0.5",)
 # MoCo v2 and BYOL at the CPU preset: what the trigger does to them, and the levers tried (20 epochs, seed 0).
 TRIAL = ("trainer.max_epochs=20", "monitor.every=5")
+# SimCLR-like negatives for MoCo v2: a queue of one batch, a key encoder that follows faster
+MOCO_NEGATIVES = ("method.queue_size=256", "method.base_tau=0.9", "method.final_tau=0.99")
+# MoCo v2's CPU preset before those negatives and temperature 1.0 (conf/recipe_method/cpu_moco.yaml): the runs made
+# with it (its seeds, DIFT on it, the trials above, CTRL) keep it.
+FORMER_MOCO = ("method.queue_size=4096", "method.base_tau=0.99", "method.final_tau=0.999", "method.temperature=0.2")
+FORMER = {"moco": FORMER_MOCO}
 NO_MAX_POOL = "backbone.final_max_pool=false"
 METHOD_TRIALS = (
     ("m_simclr", "simclr, temperature 0.5 (the former preset; reference)",
@@ -89,6 +95,10 @@ METHOD_TRIALS = (
      ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0", "method.final_tau=0")),
     ("m_moco_q256_tau09", "moco, a queue of one batch, tau 0.9 throughout",
      ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0.9", "method.final_tau=0.9")),
+    ("m_moco_q256_tau_t1", "moco, a queue of one batch, tau 0.9 -> 0.99, temperature 1.0 (SimCLR's CPU preset's)",
+     ("method=moco", "attack=sslbackdoor", *MOCO_NEGATIVES, "method.temperature=1.0")),
+    ("m_moco_q256_tau_t1_r0", "no-poison control of the row above",
+     ("method=moco", "attack=sslbackdoor", *MOCO_NEGATIVES, "method.temperature=1.0", "attack.rate=0")),
     ("m_byol", "byol, the preset", ("method=byol", "attack=sslbackdoor")),
     ("m_byol_p12", "byol, 12x12 patch", ("method=byol", "attack=sslbackdoor", "attack.params.patch_size=12")),
     ("m_byol_p5", "byol, the paper's 5x5 patch (less of the image replaced)",
@@ -147,11 +157,21 @@ def cells() -> list[Cell]:
             Cell("ablation", "abl_stronger_r0", "no-poison control",
                  ABLATION_BASE + SCRIPT_RECIPE + STRONGER + ("attack.rate=0",))]
     for method in METHODS:
+        former = FORMER.get(method, ())
+        label = f"{method} SSL-Backdoor" + (", the former preset" if former else "")
         for seed in SEEDS:
-            base = ("preset=cpu", f"method={method}", f"seed={seed}")
-            out += preset_cells(f"{method}_ssl_s{seed}", f"{method}_clean_s{seed}", f"{method} SSL-Backdoor", base)
+            base = ("preset=cpu", f"method={method}", f"seed={seed}", *former)
+            out += preset_cells(f"{method}_ssl_s{seed}", f"{method}_clean_s{seed}", label, base)
         out += dift_cells(f"{method}_ssl_dift_s0", f"{method}_clean_dift_s0", method,
-                          ("preset=cpu", f"method={method}", "seed=0"), f"{method}_clean_s0")
+                          ("preset=cpu", f"method={method}", "seed=0", *former), f"{method}_clean_s0")
+    for seed in SEEDS:  # MoCo v2's preset since its negatives (the runs' names from when they were a trial)
+        base = ("preset=cpu", "method=moco", f"seed={seed}")
+        out += preset_cells(f"moco_neg_s{seed}", f"moco_neg_clean_s{seed}", "moco SSL-Backdoor", base)
+    out += dift_cells("moco_neg_dift_s0", "moco_neg_clean_dift_s0", "moco", ("preset=cpu", "method=moco", "seed=0"),
+                      "moco_neg_clean_s0")
+    # BYOL with a target network that follows faster: MoCo v2's lever, less the negatives BYOL does not have
+    out += preset_cells("byol_tau_s0", "byol_tau_clean_s0", "byol SSL-Backdoor, tau 0.9 -> 0.99",
+                        ("preset=cpu", "method=byol", "seed=0", "method.base_tau=0.9", "method.final_tau=0.99"))
     for seed in SEEDS:  # SimCLR's former preset (temperature 0.5), each seed with its own control
         base = ("preset=cpu", "method=simclr", f"seed={seed}", *FORMER_SIMCLR)
         out += preset_cells(f"simclr_t05_s{seed}", f"simclr_t05_clean_s{seed}",
@@ -168,9 +188,10 @@ def cells() -> list[Cell]:
                     ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR, *patch), control="simclr_t05_clean_s0",
                     control_attack=patch))
     for name, label, extra in METHOD_TRIALS:
-        out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL) + extra))
+        former = FORMER_MOCO if "method=moco" in extra else ()
+        out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL, *former) + extra))
     for method in METHODS:  # CTRL's frequency trigger in the CPU recipe, each method with its own control
-        base = ("preset=cpu", f"method={method}", "seed=0", *TRIAL, "attack=ctrl")
+        base = ("preset=cpu", f"method={method}", "seed=0", *TRIAL, *FORMER.get(method, ()), "attack=ctrl")
         out += [Cell("ctrl", f"{method}_ctrl_t20", f"{method} CTRL", base + ("attack.rate=0.1",),
                      control=f"{method}_ctrl_clean_t20"),
                 Cell("ctrl", f"{method}_ctrl_clean_t20", f"{method} no poison", base + ("attack.rate=0",))]
@@ -469,7 +490,9 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
     lines = ["### DIFT on the presets (its defaults, seed 0)", "",
               "| method | defense | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | DIFT decided "
               "at epoch | detected | precision / recall | FPR |", "|---|---|---|---|---|---|---|---|---|"]
-    settings = [(m, f"{m}_ssl_s0", f"{m}_ssl_dift_s0", f"{m}_clean_s0", f"{m}_clean_dift_s0") for m in METHODS]
+    settings = [(m + (" (the former preset)" if m in FORMER else ""), f"{m}_ssl_s0", f"{m}_ssl_dift_s0",
+                 f"{m}_clean_s0", f"{m}_clean_dift_s0") for m in METHODS]
+    settings.append(("moco", "moco_neg_s0", "moco_neg_dift_s0", "moco_neg_clean_s0", "moco_neg_clean_dift_s0"))
     settings.append(("simclr (temperature 0.5)", "simclr_t05_s0", "simclr_t05_dift_s0", "simclr_t05_clean_s0",
                      "simclr_t05_clean_dift_s0"))
     for method, *names in settings:

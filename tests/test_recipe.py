@@ -42,8 +42,12 @@ def test_the_cpu_preset_trains_with_the_cpu_recipe_and_recipe_solo_undoes_it():
         assert s.optimizer.schedule == "warmup_cosine" and not s.method.joint_views and not s.backbone.final_max_pool
         assert s.optimizer.name == {"simclr": "lars", "moco": "sgd", "byol": "lars"}[m]
         assert s.method.projector_bn == (m == "byol") and list(s.data.mean) == [0.4914, 0.4822, 0.4465]
-    assert cpu["simclr"].method.temperature == 1.0 and cpu["moco"].method.temperature == 0.2
-    assert solo["simclr"].method.temperature == 0.2  # the temperature belongs to the recipe
+    assert cpu["simclr"].method.temperature == 1.0 and solo["simclr"].method.temperature == 0.2
+    # MoCo v2's negatives belong to the recipe too, and win over the preset's queue of 4,096 (preset_method)
+    moco = cpu["moco"].method
+    assert (moco.queue_size, moco.base_tau, moco.final_tau, moco.temperature) == (256, 0.9, 0.99, 1.0)
+    moco = solo["moco"].method
+    assert (moco.queue_size, moco.base_tau, moco.final_tau, moco.temperature) == (4096, 0.99, 0.999, 0.2)
     assert paper.optimizer.name == "sgd" and paper.optimizer.schedule == "warmup_cosine"  # preset=paper: solo-learn's
 
 
