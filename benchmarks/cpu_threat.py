@@ -71,7 +71,8 @@ NO_MAX_POOL = "backbone.final_max_pool=false"
 METHOD_TRIALS = (
     ("m_simclr", "simclr, temperature 0.5 (the former preset; reference)",
      ("method=simclr", "attack=sslbackdoor", *FORMER_SIMCLR)),
-    ("m_moco", "moco, the former preset (queue 4,096, tau 0.99 -> 0.999, temperature 0.2)", ("method=moco", "attack=sslbackdoor")),
+    ("m_moco", "moco, the former preset (queue 4,096, tau 0.99 -> 0.999, temperature 0.2)",
+     ("method=moco", "attack=sslbackdoor")),
     ("m_moco_nomax", "moco, no max-pool before the global pool", ("method=moco", "attack=sslbackdoor", NO_MAX_POOL)),
     ("m_moco_p5", "moco, the paper's 5x5 patch (less of the image replaced)",
      ("method=moco", "attack=sslbackdoor", "attack.params.patch_size=5")),
@@ -446,8 +447,8 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
             f"{pm([m['asr_knn'] for m in ms])} | {control} | {swings} |")
 
     sections["presets"] = with_note(lines)
-    lines = ["### MoCo v2 and BYOL: where the trigger puts images (20 epochs, seed 0; MoCo v2 from its former preset; kNN "
-              "bank: the clean training images)", "",
+    lines = ["### MoCo v2 and BYOL: where the trigger puts images (20 epochs, seed 0; MoCo v2 from its former preset; "
+              "kNN bank: the clean training images)", "",
               "| run | ACC lin / kNN % | ASR lin / kNN % | over the checkpoints (every 5 epochs) | triggered / clean "
               "feature norm | poisoned training images kNN-labelled target % | triggered images voted into (top 3, %) |",
               "|---|---|---|---|---|---|---|"]
