@@ -82,10 +82,11 @@ METHOD_TRIALS = (
     ("m_moco_cells4", "moco, a smooth trigger (4x4 colour cells, HTBA-like)",
      ("method=moco", "attack=sslbackdoor", "attack.params.pattern_cells=4")),
     ("m_moco_norm", "moco, CIFAR input normalisation (the script's)", ("method=moco", "attack=sslbackdoor", *CIFAR_NORM)),
-    ("m_moco_t01", "moco, temperature 0.1 (the preset: 0.2)", ("method=moco", "attack=sslbackdoor", "method.temperature=0.1")),
+    ("m_moco_t01", "moco, temperature 0.1 (the former preset: 0.2)",
+     ("method=moco", "attack=sslbackdoor", "method.temperature=0.1")),
     ("m_moco_t005", "moco, temperature 0.05", ("method=moco", "attack=sslbackdoor", "method.temperature=0.05")),
     # SimCLR's negatives are the batch (about 25 poisoned images); MoCo v2's a queue of 4,096 keys of a slow encoder
-    ("m_moco_q256", "moco, a queue of one batch (256 keys; the preset: 4,096)",
+    ("m_moco_q256", "moco, a queue of one batch (256 keys; the former preset: 4,096)",
      ("method=moco", "attack=sslbackdoor", "method.queue_size=256")),
     ("m_moco_q256_tau", "moco, a queue of one batch and a key encoder that follows faster (tau 0.9 -> 0.99)",
      ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0.9", "method.final_tau=0.99")),
@@ -193,7 +194,8 @@ def cells() -> list[Cell]:
         out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL, *former) + extra))
     for method in METHODS:  # CTRL's frequency trigger in the CPU recipe, each method with its own control
         base = ("preset=cpu", f"method={method}", "seed=0", *TRIAL, *FORMER.get(method, ()), "attack=ctrl")
-        out += [Cell("ctrl", f"{method}_ctrl_t20", f"{method} CTRL", base + ("attack.rate=0.1",),
+        shown = method + (" (the former preset)" if method in FORMER else "")
+        out += [Cell("ctrl", f"{method}_ctrl_t20", f"{shown} CTRL", base + ("attack.rate=0.1",),
                      control=f"{method}_ctrl_clean_t20"),
                 Cell("ctrl", f"{method}_ctrl_clean_t20", f"{method} no poison", base + ("attack.rate=0",))]
     for rate in (0.01, 0.025, 0.05):
@@ -472,7 +474,7 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
         m, ctl = rows[c.name]["metrics"], rows[c.name]["control"]
         excess = (f"{m['asr_linear'] - ctl['asr_linear']:+.1f} / {m['asr_knn'] - ctl['asr_knn']:+.1f}"
                   if ctl else "–")
-        lines.append(f"| {c.label.split()[0]}{stored(rows, c.name)} | {lin_knn(m, 'acc')} | {lin_knn(m)} | "
+        lines.append(f"| {c.label.removesuffix(' CTRL')}{stored(rows, c.name)} | {lin_knn(m, 'acc')} | {lin_knn(m)} | "
                      f"{swing(m['curve'], 'asr_linear')} / {swing(m['curve'], 'asr_knn')} | "
                      f"{lin_knn(ctl) if ctl else 'not run'} | {excess} |")
 

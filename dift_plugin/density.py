@@ -40,15 +40,19 @@ def knn_exact(x: torch.Tensor, k: int, chunk: int = 2048) -> Neighbours:
     return Neighbours(index.numpy(), dist.numpy())
 
 
-def knn_hnsw(x: np.ndarray, k: int, ef: int = 100, m: int = 16, num_threads: int = -1,
+def knn_hnsw(x: np.ndarray, k: int, ef: int = 100, m: int = 16, num_threads: int = -1, build_threads: int = 1,
              random_state: int = 0) -> Neighbours:
-    """Approximate search on an HNSW graph (Malkov & Yashunin 2018), the paper's choice; self-matches removed."""
+    """Approximate search on an HNSW graph (Malkov & Yashunin 2018), the paper's choice; self-matches removed.
+
+    The graph is built with ``build_threads`` (1 by default: hnswlib builds the same graph for the same
+    ``random_state`` only single-threaded; with more threads the insertion order, and so the neighbours found,
+    varies between runs) and queried with ``num_threads`` (queries are deterministic)."""
     import hnswlib
 
     n, dim = x.shape
     index = hnswlib.Index(space="l2", dim=dim)
     index.init_index(max_elements=n, ef_construction=max(ef, k + 1), M=m, random_seed=random_state)
-    index.add_items(x, np.arange(n), num_threads=num_threads)
+    index.add_items(x, np.arange(n), num_threads=build_threads)
     index.set_ef(max(ef, k + 1))
     labels, d2 = index.knn_query(x, k=k + 1, num_threads=num_threads)
     d2 = np.where(labels == np.arange(n)[:, None], np.inf, d2)  # drop the point itself where it was returned
