@@ -67,6 +67,7 @@ MOCO_NEGATIVES = ("method.queue_size=256", "method.base_tau=0.9", "method.final_
 # with it (its seeds, DIFT on it, the trials above, CTRL) keep it.
 FORMER_MOCO = ("method.queue_size=4096", "method.base_tau=0.99", "method.final_tau=0.999", "method.temperature=0.2")
 FORMER = {"moco": FORMER_MOCO}
+
 NO_MAX_POOL = "backbone.final_max_pool=false"
 METHOD_TRIALS = (
     ("m_simclr", "simclr, temperature 0.5 (the former preset; reference)",
@@ -89,10 +90,9 @@ METHOD_TRIALS = (
     ("m_moco_q256", "moco, a queue of one batch (256 keys; the former preset: 4,096)",
      ("method=moco", "attack=sslbackdoor", "method.queue_size=256")),
     ("m_moco_q256_tau", "moco, a queue of one batch and a key encoder that follows faster (tau 0.9 -> 0.99)",
-     ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0.9", "method.final_tau=0.99")),
+     ("method=moco", "attack=sslbackdoor", *MOCO_NEGATIVES)),
     ("m_moco_q256_tau_r0", "no-poison control of the row above",
-     ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0.9", "method.final_tau=0.99",
-      "attack.rate=0")),
+     ("method=moco", "attack=sslbackdoor", *MOCO_NEGATIVES, "attack.rate=0")),
     ("m_moco_q256_tau0", "moco, a queue of one batch, the key encoder a copy of the query encoder (tau 0)",
      ("method=moco", "attack=sslbackdoor", "method.queue_size=256", "method.base_tau=0", "method.final_tau=0")),
     ("m_moco_q256_tau09", "moco, a queue of one batch, tau 0.9 throughout",
@@ -127,6 +127,11 @@ class Cell:
     @property
     def poisoned(self) -> bool:
         return "attack.rate=0" not in self.overrides
+
+
+def shown(method: str) -> str:
+    """How the tables name a method's runs: with "(the former preset)" where its CPU preset has changed since."""
+    return method + (" (the former preset)" if method in FORMER else "")
 
 
 def preset_cells(name: str, clean: str, label: str, base: tuple[str, ...]) -> list[Cell]:
@@ -194,8 +199,7 @@ def cells() -> list[Cell]:
         out.append(Cell("methods", name, label, ("preset=cpu", "seed=0", *TRIAL, *former) + extra))
     for method in METHODS:  # CTRL's frequency trigger in the CPU recipe, each method with its own control
         base = ("preset=cpu", f"method={method}", "seed=0", *TRIAL, *FORMER.get(method, ()), "attack=ctrl")
-        shown = method + (" (the former preset)" if method in FORMER else "")
-        out += [Cell("ctrl", f"{method}_ctrl_t20", f"{shown} CTRL", base + ("attack.rate=0.1",),
+        out += [Cell("ctrl", f"{method}_ctrl_t20", f"{shown(method)} CTRL", base + ("attack.rate=0.1",),
                      control=f"{method}_ctrl_clean_t20"),
                 Cell("ctrl", f"{method}_ctrl_clean_t20", f"{method} no poison", base + ("attack.rate=0",))]
     for rate in (0.01, 0.025, 0.05):
@@ -493,7 +497,7 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
     lines = ["### DIFT on the presets (its defaults, seed 0)", "",
               "| method | defense | ACC lin / kNN % | ASR lin / kNN % | no-poison control lin / kNN % | DIFT decided "
               "at epoch | detected | precision / recall | FPR |", "|---|---|---|---|---|---|---|---|---|"]
-    settings = [(m + (" (the former preset)" if m in FORMER else ""), f"{m}_ssl_s0", f"{m}_ssl_dift_s0",
+    settings = [(shown(m), f"{m}_ssl_s0", f"{m}_ssl_dift_s0",
                  f"{m}_clean_s0", f"{m}_clean_dift_s0") for m in METHODS]
     settings.append(("moco", "moco_neg_s0", "moco_neg_dift_s0", "moco_neg_clean_s0", "moco_neg_clean_dift_s0"))
     settings.append(("simclr (temperature 0.5)", "simclr_t05_s0", "simclr_t05_dift_s0", "simclr_t05_clean_s0",
