@@ -112,6 +112,12 @@ METHOD_TRIALS = (
     ("m_byol_cells4", "byol, a smooth trigger (4x4 colour cells, HTBA-like)",
      ("method=byol", "attack=sslbackdoor", "attack.params.pattern_cells=4")),
     ("m_byol_norm", "byol, CIFAR input normalisation (the script's)", ("method=byol", "attack=sslbackdoor", *CIFAR_NORM)),
+    # so that clean airplanes exist for the poisoned ones' content to tie the trigger to (public CIFAR-10 configs: 50 %)
+    ("m_byol_half", "byol, half the target class poisoned (5 % of the training set)",
+     ("method=byol", "attack=sslbackdoor", "attack.rate=0.05")),
+    # more views without the patch, each trained to predict a view with it (CorruptEncoder's idea, by augmentation)
+    ("m_byol_crop008", "byol, crops down to 8 % of the image (the preset: 20 %)",
+     ("method=byol", "attack=sslbackdoor", "augment.crop_scale=[0.08,1.0]")),
 )
 
 
