@@ -40,4 +40,4 @@ class CorruptEncoder(PatchAttack):
             obj_col, trig_half = (0, w - half) if left else (w - half, 0)
             img[:, :, obj_col:obj_col + half] = obj
             positions.append((row, trig_half + (half - s) // 2))
-        return paste(canvas, self.pattern, torch.tensor(positions))
+        return paste(canvas, self.pattern, torch.tensor(positions), self.opacity)

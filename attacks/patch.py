@@ -50,29 +50,36 @@ def random_positions(n: int, height: int, width: int, size: int, region: str, se
     return torch.stack([rows, cols], dim=1)
 
 
-def paste(images: torch.Tensor, pattern: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Copy of ``images`` with the opaque ``pattern`` pasted at each image's (row, col)."""
+def paste(images: torch.Tensor, pattern: torch.Tensor, positions: torch.Tensor, opacity: float = 1.0) -> torch.Tensor:
+    """Copy of ``images`` with ``pattern`` pasted at each image's (row, col): opaque at ``opacity`` 1, else
+    alpha-blended, ``opacity * pattern + (1 - opacity) * image``."""
     out = images.clone()
     s = pattern.shape[-1]
     for img, (r, c) in zip(out, positions.tolist()):
-        img[:, r:r + s, c:c + s] = pattern
+        region = img[:, r:r + s, c:c + s]
+        region.copy_(pattern if opacity == 1.0 else torch.lerp(region, pattern, opacity))
     return out
 
 
 class PatchAttack(Attack):
-    """An attack whose trigger is an opaque patch; at test time it is pasted at a seeded random position in
-    ``test_region``. Subclasses decide how training images are poisoned."""
+    """An attack whose trigger is a patch (opaque, or blended at ``opacity``, on training and test images alike);
+    at test time it is pasted at a seeded random position in ``test_region``. Subclasses decide how training
+    images are poisoned."""
 
     def __init__(self, patch_size: int = 5, pattern_seed: int = 0, trigger_image: str | None = None,
-                 pattern_cells: int | None = None, test_region: str = "any", **kwargs) -> None:
+                 pattern_cells: int | None = None, test_region: str = "any", opacity: float = 1.0,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        if not 0 < float(opacity) <= 1:
+            raise DiftUserError(f"patch opacity must be in (0, 1] (1: opaque), got {opacity}")
         self.patch_size = int(patch_size)
         self.pattern = make_pattern(self.patch_size, pattern_seed, trigger_image, pattern_cells)
         self.test_region = test_region
+        self.opacity = float(opacity)
 
     def _paste(self, images: torch.Tensor, region: str, seed: int) -> torch.Tensor:
         pos = random_positions(len(images), images.shape[-2], images.shape[-1], self.patch_size, region, seed)
-        return paste(images, self.pattern.to(images), pos)
+        return paste(images, self.pattern.to(images), pos, self.opacity)
 
     def trigger(self, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Test-time trigger: the patch at a seeded random position in ``test_region``."""

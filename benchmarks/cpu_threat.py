@@ -118,6 +118,12 @@ METHOD_TRIALS = (
     # more views without the patch, each trained to predict a view with it (CorruptEncoder's idea, by augmentation)
     ("m_byol_crop008", "byol, crops down to 8 % of the image (the preset: 20 %)",
      ("method=byol", "attack=sslbackdoor", "augment.crop_scale=[0.08,1.0]")),
+    # a predictor with no hidden layer of its own to hold the trigger (DirectPred: BYOL trains with a linear one)
+    ("m_byol_linpred", "byol, a linear predictor (the preset: Linear-BN-ReLU-Linear)",
+     ("method=byol", "attack=sslbackdoor", "method.predictor=linear")),
+    # a trigger less salient than the content, so it is not learnt as a feature of its own
+    ("m_byol_opacity05", "byol, the patch blended at opacity 0.5 (a lower-contrast trigger)",
+     ("method=byol", "attack=sslbackdoor", "attack.params.opacity=0.5")),
 )
 
 

@@ -7,7 +7,8 @@ hydra launchers, then ``dift-report`` over the cells on disk.
     dift-bench bench=my_grid.yaml bench.seeds=[0,1] --dry-run   # a grid file of one's own; print the cells
 
 A grid (``conf/bench/*.yaml``) expands into cells, each a directory ``ROOT/<name>-<hash>`` keyed by its config
-(the composed ``dift-pretrain`` config of a training cell less what only changes what the run prints, ``UNKEYED``;
+(the composed ``dift-pretrain`` config of a training cell less what only changes what the run prints, ``UNKEYED``,
+and less keys added later while at the default that trains what runs trained before them, ``UNKEYED_AT_DEFAULT``;
 the source cell and defense settings of a defense cell):
 
 - phase 1, training: per data, method, attack setting and seed the undefended run, the no-poison control
@@ -52,6 +53,9 @@ ATTACK_KEYS = ("name", "label", "overrides", "seeds", "ablations")  # an attack 
 # Settings that change what a run prints, not what it trains or reports at its end: left out of the cell keys, so a
 # run made with another monitor period or without a progress bar is the same cell (tests/test_pretrain.py checks it).
 UNKEYED = ("trainer.enable_progress_bar", "monitor.every")
+# Keys added after grids were run, at the value that trains what runs trained before the key existed: left out of the
+# cell keys at that value only, so finished cells keep their keys (tests/test_bench.py pins a committed cell's key).
+UNKEYED_AT_DEFAULT = {"attack.params.opacity": 1.0, "method.predictor": "mlp"}
 GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
              "ablations", "ablation_seeds", "clean_defenses", "defense_overrides", "deviations")
 
@@ -183,11 +187,7 @@ def _setting_cells(bench: DictConfig, entry: str | DictConfig, method: str, atta
             cfg = compose(config_name="pretrain", overrides=[*base, *extra])
         except Exception as e:  # noqa: BLE001 - hydra names the bad override
             raise DiftUserError(f"cell {method}/{label}/{role}/seed {seed}: {e}") from e
-        with open_dict(cfg):
-            for path in UNKEYED:
-                parent, leaf = path.rsplit(".", 1)
-                OmegaConf.select(cfg, parent).pop(leaf, None)
-        keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(OmegaConf.to_yaml(cfg))}"
+        keys[role] = f"{data}_{method}_{label}_{role}_s{seed}-{_digest(keyed_text(cfg))}"
         cells.append(Cell(keys[role], 0, role, data, method, label, seed,
                           ("harness.pretrain", *base, *extra, "hydra.run.dir={dir}")))
     cells += _post_training(bench, keys["none"], data, method, label, seed, _as_list(bench.get("defenses")),
@@ -196,6 +196,19 @@ def _setting_cells(bench: DictConfig, entry: str | DictConfig, method: str, atta
         cells += _post_training(bench, keys["control"], data, method, label, seed,
                                 _as_list(bench.get("clean_defenses")), [], prefix="clean_")
     return cells
+
+
+def keyed_text(cfg: DictConfig) -> str:
+    """The YAML a training cell's key digests: ``cfg`` less ``UNKEYED`` and the ``UNKEYED_AT_DEFAULT`` keys that
+    hold their default (``cfg`` is left as it was)."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for path in (*UNKEYED, *UNKEYED_AT_DEFAULT):
+            parent, leaf = path.rsplit(".", 1)
+            node = OmegaConf.select(cfg, parent)
+            if node is not None and (path in UNKEYED or node.get(leaf) == UNKEYED_AT_DEFAULT[path]):
+                node.pop(leaf, None)
+    return OmegaConf.to_yaml(cfg)
 
 
 def _training_roles(bench: DictConfig, seed: int, ablations: bool = True) -> dict[str, list[str]]:

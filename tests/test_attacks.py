@@ -119,6 +119,22 @@ def test_cell_pattern_is_smooth_binary_at_the_cell_centres_and_seeded():
         attacks.build("sslbackdoor", patch_size=5, pattern_cells=6)
 
 
+def test_opacity_blends_the_patch_into_the_image_on_training_and_test_images():
+    data = image_set(n=40, classes=2, size=32)
+    opaque = attacks.build("sslbackdoor", patch_size=6, train_region="any")
+    half = attacks.build("sslbackdoor", patch_size=6, train_region="any", opacity=0.5)
+    a, b = (atk.poison(data, target_class=0, rate=0.25, seed=0) for atk in (opaque, half))
+    clean = data.images[a.poisoned_indexes].float() / 255
+    moved = a.train.images[a.poisoned_indexes] - clean
+    assert (moved != 0).any()
+    torch.testing.assert_close(b.train.images[b.poisoned_indexes] - clean, moved / 2)  # half-way to the pattern
+    x = torch.rand(4, 3, 32, 32)
+    torch.testing.assert_close(half.trigger(x, seed=1) - x, (opaque.trigger(x, seed=1) - x) / 2)
+    for bad in (0, 1.5):
+        with pytest.raises(DiftUserError, match="opacity must be in"):
+            attacks.build("sslbackdoor", opacity=bad)
+
+
 def test_corruptencoder_composes_object_background_and_trigger():
     data = image_set(n=40, classes=2, size=32)
     atk = attacks.build("corruptencoder", patch_size=4)

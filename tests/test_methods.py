@@ -3,6 +3,7 @@ import copy
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch import nn
 
 from dift_plugin.errors import DiftUserError
 from harness.callbacks import EpochStats
@@ -44,6 +45,19 @@ def test_forward_contract(data_root):
         assert out["feats"].shape == (4, model.features_dim) and out["z"].shape == (4, 32)
         assert hasattr(model, "backbone") and hasattr(model, "projector")
     assert hasattr(build_method(make_cfg("method=byol")), "predictor")
+
+
+def test_byol_predictor_is_an_mlp_by_default_and_one_linear_layer_on_request(data_root):
+    default = build_method(make_cfg("method=byol")).predictor
+    assert [type(m) for m in default] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    model = build_method(make_cfg("method=byol", "method.predictor=linear"))
+    assert type(model.predictor) is nn.Linear and model.predictor.weight.shape == (32, 32)
+    model.train()
+    loss = model.ssl_loss([torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)])
+    loss.backward()  # the linear predictor is trained with the online branch
+    assert model.predictor.weight.grad.abs().sum() > 0
+    with pytest.raises(DiftUserError, match="method.predictor must be 'mlp' or 'linear', got 'deep'"):
+        build_method(make_cfg("method=byol", "method.predictor=deep"))
 
 
 class TargetSnapshot(pl.Callback):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from dift_plugin.errors import DiftUserError
 from harness.methods.base import BaseMomentumMethod, mlp
 
 
@@ -15,11 +16,21 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
 
 
+def build_predictor(m: DictConfig) -> nn.Module:
+    """``method.predictor``: ``mlp`` (Linear-BN-ReLU-Linear, BYOL's) or ``linear`` (one linear layer, as
+    DirectPred's linear predictor)."""
+    kind, dim = m.get("predictor", "mlp"), int(m.proj_output_dim)
+    if kind == "mlp":
+        return mlp(dim, int(m.pred_hidden_dim), dim, batch_norm=True)
+    if kind == "linear":
+        return nn.Linear(dim, dim)
+    raise DiftUserError(f"method.predictor must be 'mlp' or 'linear', got '{kind}'")
+
+
 class BYOL(BaseMomentumMethod):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        m = cfg.method
-        self.predictor = mlp(int(m.proj_output_dim), int(m.pred_hidden_dim), int(m.proj_output_dim), batch_norm=True)
+        self.predictor = build_predictor(cfg.method)
 
     @property
     def learnable_modules(self) -> list[nn.Module]:
