@@ -124,6 +124,8 @@ METHOD_TRIALS = (
     # a trigger less salient than the content, so it is not learnt as a feature of its own
     ("m_byol_opacity05", "byol, the patch blended at opacity 0.5 (a lower-contrast trigger)",
      ("method=byol", "attack=sslbackdoor", "attack.params.opacity=0.5")),
+    ("m_byol_opacity075", "byol, the patch blended at opacity 0.75",
+     ("method=byol", "attack=sslbackdoor", "attack.params.opacity=0.75")),
 )
 
 
