@@ -186,8 +186,8 @@ def table2_md(rows: list[dict], table1_rows: list[dict]) -> str:
             if r["defense"] == "none":
                 t1 = excess.get(group, {})
                 if t1.get("asr_linear_excess") is not None:  # was there a backdoor to remove?
-                    asr_lin += f" (+{t1['asr_linear_excess']:.1f} over control)"
-                    asr_knn += f" (+{t1['asr_knn_excess']:.1f} over control)"
+                    asr_lin += f" ({t1['asr_linear_excess']:+.1f} over control)"
+                    asr_knn += f" ({t1['asr_knn_excess']:+.1f} over control)"
             else:
                 is_best = {k: r in main and r[k] is not None and r[k] == best[k] for k in best}
                 asr_lin = fmt(r["asr_linear"], r["asr_linear_std"], n, is_best["asr_linear"])

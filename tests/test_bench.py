@@ -369,6 +369,17 @@ def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
     assert "ssl ‡" in table1_md(table1(groups))
 
 
+def test_table2_signs_the_undefended_runs_excess_over_the_control():
+    from harness.report import table1, table2, table2_md
+
+    def run(asr_knn):
+        return {"acc_linear": 50.0, "acc_knn": 45.0, "asr_linear": 40.0, "asr_knn": asr_knn}
+
+    groups = {("cifar10", "byol", "ssl"): {"none": {0: run(1.0)}, "control": {0: run(3.5)}}}
+    text = table2_md(table2(groups), table1(groups))
+    assert "40.00 (+0.0 over control)" in text and "1.00 (-2.5 over control)" in text and "+-" not in text
+
+
 def one_cell_plan(root, args):
     """A plan with one training cell whose command is ``python -m ARGS`` (a stand-in for dift-pretrain)."""
     spec = {"key": "c", "phase": 0, "role": "none", "data": "d", "method": "m", "attack": "a", "seed": 0,
