@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dift_plugin.errors import DiftUserError
 from harness.machine import machine_id
 
 SCORES = ("acc_linear", "acc_knn", "asr_linear", "asr_knn")
@@ -56,11 +57,20 @@ def load_cells(root: Path) -> list[dict]:
 
 
 def by_group(cells: list[dict]) -> dict[Group, dict[str, dict[int, dict]]]:
-    """(data, method, attack) -> role -> seed -> metrics, finished cells only."""
+    """(data, method, attack) -> role -> seed -> metrics, finished cells only. Two finished cells of one role and
+    seed (a cell made before the grid's config or the code changed its key, beside the one made after) are refused:
+    which one a table should read is not the report's guess."""
     out: dict[Group, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    keys: dict[tuple, list[str]] = defaultdict(list)
     for c in cells:
         if c["metrics"] is not None:
             out[(c["data"], c["method"], c["attack"])][c["role"]][int(c["seed"])] = c["metrics"]
+            keys[(c["data"], c["method"], c["attack"], c["role"], int(c["seed"]))].append(c["key"])
+    twins = [" and ".join(k) for k in keys.values() if len(k) > 1]
+    if twins:
+        raise DiftUserError(f"{len(twins)} run(s) finished twice under different keys: {'; '.join(twins)}. Keep the "
+                            "one the grid plans today (`dift-bench ... --dry-run` lists it) and move the others out "
+                            "of the grid's directory")
     return out
 
 
@@ -580,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         out = write_report(args.root)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, DiftUserError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     grid = json.loads((args.root / "plan.json").read_text())["bench"]["name"] if (args.root / "plan.json").exists() \

@@ -369,6 +369,26 @@ def test_tables_mark_comparisons_between_runs_of_different_machines(tmp_path):
     assert "ssl ‡" in table1_md(table1(groups))
 
 
+def test_a_run_finished_under_two_keys_is_refused_not_guessed(smoke, tmp_path, capsys):
+    # a DIFT cell made before a rule changed its key, beside the one made after: the tables would read either
+    from harness.report import main as report_main
+
+    root = tmp_path / "grid"
+    shutil.copytree(smoke[0], root)
+    dift = next(p for p in sorted(root.iterdir()) if (p / "cell.json").is_file() and "_dift_s0-" in p.name)
+    old = root / (dift.name.rsplit("-", 1)[0] + "-00000000")
+    shutil.copytree(dift, old)
+    cell = json.loads((old / "cell.json").read_text())
+    (old / "cell.json").write_text(json.dumps({**cell, "key": old.name}))
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(root)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "1 run(s) finished twice" in err and old.name in err and dift.name in err
+    shutil.rmtree(old)
+    report_main([str(root)])  # the grid alone again: reported
+
+
 def test_table2_signs_the_undefended_runs_excess_over_the_control():
     from harness.report import table1, table2, table2_md
 
