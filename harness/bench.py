@@ -8,8 +8,8 @@ hydra launchers, then ``dift-report`` over the cells on disk.
 
 A grid (``conf/bench/*.yaml``) expands into cells, each a directory ``ROOT/<name>-<hash>`` keyed by its config
 (the composed ``dift-pretrain`` config of a training cell less what only changes what the run prints, ``UNKEYED``,
-and less keys added later while at the default that trains what runs trained before them, ``UNKEYED_AT_DEFAULT``;
-the source cell and defense settings of a defense cell):
+and less keys added later while at the default that trains what runs trained before them,
+``harness.config.ADDED_AT_DEFAULT``; the source cell and defense settings of a defense cell):
 
 - phase 1, training: per data, method, attack setting and seed the undefended run, the no-poison control
   (``attack.rate=0``: the same trigger at test time; its ACC is the clean baseline), DIFT and DIFT's ablations;
@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dift_plugin.errors import DiftUserError
-from harness.config import CONF_DIR
+from harness.config import CONF_DIR, without_added_defaults
 from harness.data import pin_data_root
 from harness.machine import machine
 from harness.pretrain import package_versions, write_json
@@ -53,9 +53,6 @@ ATTACK_KEYS = ("name", "label", "overrides", "seeds", "ablations")  # an attack 
 # Settings that change what a run prints, not what it trains or reports at its end: left out of the cell keys, so a
 # run made with another monitor period or without a progress bar is the same cell (tests/test_pretrain.py checks it).
 UNKEYED = ("trainer.enable_progress_bar", "monitor.every")
-# Keys added after grids were run, at the value that trains what runs trained before the key existed: left out of the
-# cell keys at that value only, so finished cells keep their keys (tests/test_bench.py pins a committed cell's key).
-UNKEYED_AT_DEFAULT = {"attack.params.opacity": 1.0, "method.predictor": "mlp"}
 GRID_KEYS = ("name", "description", "base", "data", "methods", "attacks", "seeds", "control", "defenses", "detection",
              "ablations", "ablation_seeds", "clean_defenses", "defense_overrides", "deviations")
 
@@ -199,16 +196,9 @@ def _setting_cells(bench: DictConfig, entry: str | DictConfig, method: str, atta
 
 
 def keyed_text(cfg: DictConfig) -> str:
-    """The YAML a training cell's key digests: ``cfg`` less ``UNKEYED`` and the ``UNKEYED_AT_DEFAULT`` keys that
-    hold their default (``cfg`` is left as it was)."""
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        for path in (*UNKEYED, *UNKEYED_AT_DEFAULT):
-            parent, leaf = path.rsplit(".", 1)
-            node = OmegaConf.select(cfg, parent)
-            if node is not None and (path in UNKEYED or node.get(leaf) == UNKEYED_AT_DEFAULT[path]):
-                node.pop(leaf, None)
-    return OmegaConf.to_yaml(cfg)
+    """The YAML a training cell's key digests: ``cfg`` less ``UNKEYED`` and the keys added later that hold their
+    default (``harness.config.ADDED_AT_DEFAULT``: finished cells keep their keys; tests/test_bench.py pins one)."""
+    return OmegaConf.to_yaml(without_added_defaults(cfg, also=UNKEYED))
 
 
 def _training_roles(bench: DictConfig, seed: int, ablations: bool = True) -> dict[str, list[str]]:

@@ -32,6 +32,7 @@ from dift_plugin.images import ImageSet
 from dift_plugin.mixin import dift_config_of
 from harness.augment import Normalize
 from harness.callbacks import AtomicCheckpointIO, EpochStats
+from harness.config import without_added_defaults
 from harness.data import pin_data_root
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
@@ -111,13 +112,19 @@ def check_config(cfg: DictConfig) -> DIFTConfig | None:
         raise DiftUserError(str(e)) from e
 
 
+def same_run(a: DictConfig, b: DictConfig) -> bool:
+    """Whether two resolved configs train the same run: equal but for keys added later at their default
+    (``harness.config.ADDED_AT_DEFAULT``), so a run started before a key existed resumes after it."""
+    return OmegaConf.to_container(without_added_defaults(a)) == OmegaConf.to_container(without_added_defaults(b))
+
+
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
     """Save the resolved config; return the checkpoint to resume from, refusing a run dir of another config."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     saved = run_dir / "config.yaml"
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists() and saved.exists() and saved.read_text() != resolved:
+    if last.exists() and saved.exists() and not same_run(OmegaConf.load(saved), OmegaConf.create(resolved)):
         raise DiftUserError(
             f"{run_dir} holds a run with a different config ({saved}); resume it with the same settings, "
             f"or start a new run with another hydra.run.dir"

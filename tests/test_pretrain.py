@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from dift_plugin.errors import DiftUserError
 from harness.detect import main as detect_main
 from harness.evaluate_run import main as evaluate_run_main
 from harness.plot_curves import plot as plot_curves
-from harness.pretrain import run
+from harness.pretrain import prepare_run_dir, run
 from tests.conftest import TINY, make_cfg
 
 
@@ -71,6 +72,23 @@ def test_resuming_with_another_config_is_refused(tmp_path, data_root):
     run(make_cfg("trainer.max_epochs=1"), tmp_path)
     with pytest.raises(DiftUserError, match="different config"):
         run(make_cfg("trainer.max_epochs=1", "seed=5"), tmp_path)
+
+
+def test_a_run_started_before_a_key_existed_resumes_while_the_key_holds_its_default(tmp_path):
+    # the cpu grid's SimCLR sslbackdoor-paper cell was started before attack.params.opacity existed and was refused
+    cfg = make_cfg("attack=sslbackdoor", "method=byol")
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    before = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))
+    del before["attack"]["params"]["opacity"], before["method"]["predictor"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(before))
+    assert prepare_run_dir(cfg, tmp_path) == last
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(before))
+    for other in (make_cfg("attack=sslbackdoor", "method=byol", "attack.params.opacity=0.5"),
+                  make_cfg("attack=sslbackdoor", "method=byol", "method.predictor=linear")):
+        with pytest.raises(DiftUserError, match="different config"):
+            prepare_run_dir(other, tmp_path)
 
 
 def test_cli_errors_are_clear(tmp_path):
