@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -138,10 +139,15 @@ def defend_filter(source: Path, dcfg: DictConfig, out: Path) -> dict:
     write_detected(out / "filter_detected.csv", flagged.tolist(), data.ssl_train)
     save_config(out, cfg, dcfg)
     block["time_s"] = {"training": source_time(src_metrics), **block["time_s"]}
-    # the scores are the source run's, and so is the machine they were measured on
-    result = {**{k: src_metrics[k] for k in (*IDENTITY, *SCORES, "machine") if k in src_metrics}, "defense": block}
+    result = {**source_scores(src_metrics), "defense": block}
     write_json(out / "metrics.json", result)
     return result
+
+
+def source_scores(src_metrics: dict) -> dict:
+    """The source run's identity and scores, and the machine they were measured on: the result of a defense that
+    leaves the source's encoder as it is."""
+    return {k: src_metrics[k] for k in (*IDENTITY, *SCORES, "machine") if k in src_metrics}
 
 
 def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
@@ -154,13 +160,21 @@ def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     flagged_csv = (out / "b1_detected.csv").resolve()
     write_detected(flagged_csv, flagged.tolist(), data.ssl_train)
+    if len(flagged) == 0:  # re-training on the same data with the same seed would train the source run again
+        print(f"B1: {block['reason']}; nothing flagged, so no re-training: the source run's encoder stands", flush=True)
+        shutil.copytree(source / "checkpoints", out / "checkpoints", dirs_exist_ok=True)
+        shutil.copyfile(source / "config.yaml", out / "config.yaml")
+        block["time_s"] = {"training": source_time(src_metrics), **block["time_s"], "retraining": 0.0}
+        result = {**source_scores(src_metrics), "defense": {**block, "retrained": False}}
+        write_json(out / "metrics.json", result)
+        return result
     print(f"B1: {block['reason']}; re-training without {len(flagged)} samples", flush=True)
     retrain = copy.deepcopy(cfg)
     retrain.train_exclude = str(flagged_csv)
     retrained = run(retrain, out)
     block["time_s"] = {"training": source_time(src_metrics), **block["time_s"],
                        "retraining": source_time(retrained)}
-    retrained["defense"] = block
+    retrained["defense"] = {**block, "retrained": True}
     write_json(out / "metrics.json", retrained)
     return retrained
 

@@ -16,7 +16,7 @@ from dift_plugin.errors import DiftUserError
 from dift_plugin.images import ImageSet, to_float
 from harness.augment import Normalize
 from harness.data import load_split
-from harness.evaluate import evaluate_encoder
+from harness.evaluate import embed_splits, score_features
 from harness.methods import BaseMethod, build_method
 
 
@@ -45,14 +45,26 @@ def prepare_data(cfg: DictConfig, attack: Attack | None = None) -> RunData:
 def evaluate_backbone(backbone: torch.nn.Module, cfg: DictConfig, data: RunData) -> dict[str, float]:
     """ACC of ``backbone`` (linear probe on the clean labelled training images, weighted kNN) and, with an attack,
     its ASR on the triggered test images (trigger placement seeded by ``attack.test_seed``)."""
+    return score_backbone(evaluation_features(backbone, cfg, data), cfg, data)
+
+
+def evaluation_features(backbone: torch.nn.Module, cfg: DictConfig, data: RunData) -> dict[str, torch.Tensor]:
+    """``backbone``'s features of the clean training and test images and, with an attack, the triggered test images."""
     attack = data.attack
     triggered = attack.trigger(to_float(data.test.images), seed=int(cfg.attack.test_seed)) if attack else None
-    return evaluate_encoder(
-        backbone, Normalize(list(cfg.data.mean), list(cfg.data.std)), data.train.images, data.train.labels,
-        data.test.images, data.test.labels, len(data.train.classes), triggered_test=triggered,
-        target_class=int(cfg.attack.target_class) if attack else None, knn_k=int(cfg.eval.knn_k),
-        knn_temperature=float(cfg.eval.knn_temperature), seed=int(cfg.seed),
-        device=next(backbone.parameters()).device)
+    return embed_splits(backbone, Normalize(list(cfg.data.mean), list(cfg.data.std)),
+                        {"train": data.train.images, "test": data.test.images, "triggered": triggered},
+                        next(backbone.parameters()).device)
+
+
+def score_backbone(feats: dict[str, torch.Tensor], cfg: DictConfig, data: RunData,
+                   linear_features: str | None = None) -> dict[str, float]:
+    """``evaluate_backbone``'s metrics from ``evaluation_features``; ``linear_features`` (default: the config's,
+    ``raw`` for a run saved before the key existed) says what the linear probe reads."""
+    linear_features = linear_features or str(cfg.eval.get("linear_features", "raw"))
+    return score_features(feats, data.train.labels, data.test.labels, len(data.train.classes),
+                          int(cfg.attack.target_class) if data.attack else None, int(cfg.eval.knn_k),
+                          float(cfg.eval.knn_temperature), int(cfg.seed), linear_features)
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, BaseMethod]:

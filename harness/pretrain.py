@@ -36,6 +36,7 @@ from harness.config import without_added_defaults
 from harness.data import pin_data_root
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
+from harness.evaluate import LINEAR_FEATURES
 from harness.experiment import evaluate_backbone, prepare_data
 from harness.machine import machine
 from harness.methods import build_method
@@ -100,7 +101,8 @@ def check_config(cfg: DictConfig) -> DIFTConfig | None:
     for key in ("optimizer.batch_size", "trainer.max_epochs"):
         if int(OmegaConf.select(cfg, key)) < 1:
             raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
-    for key, allowed in (("optimizer.name", OPTIMIZERS), ("optimizer.schedule", SCHEDULES)):
+    for key, allowed in (("optimizer.name", OPTIMIZERS), ("optimizer.schedule", SCHEDULES),
+                         ("eval.linear_features", LINEAR_FEATURES)):
         if OmegaConf.select(cfg, key) not in allowed:
             raise DiftUserError(f"{key}={OmegaConf.select(cfg, key)} is not known: choose one of {', '.join(allowed)}")
     try:

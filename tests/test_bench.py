@@ -171,7 +171,7 @@ def test_cells_are_keyed_by_their_config_and_bad_grids_are_refused_early():
 
 
 def test_keys_added_later_leave_finished_cells_their_keys_at_their_default(data_root):
-    # Committed cells of benchmarks/grids/cpu: a key added since (attack.params.opacity, method.predictor) must
+    # Committed cells of benchmarks/grids/cpu: a key added since (harness.config.ADDED_AT_DEFAULT) must
     # not re-key them while it holds the value that trains what they trained; another value is another cell.
     def keys(*attack_overrides, method="byol"):
         attack = {"name": "sslbackdoor", "overrides": list(attack_overrides), "ablations": False}
@@ -181,9 +181,10 @@ def test_keys_added_later_leave_finished_cells_their_keys_at_their_default(data_
 
     assert keys()["none"] == "cifar10_byol_sslbackdoor_none_s0-a55b97e1"
     assert keys(method="simclr")["control"] == "cifar10_simclr_sslbackdoor_control_s0-fa8ec123"
-    assert keys("attack.params.opacity=1.0", "method.predictor=mlp") == keys()
+    assert keys("attack.params.opacity=1.0", "method.predictor=mlp", "eval.linear_features=raw") == keys()
     assert keys("attack.params.opacity=0.5")["none"] != keys()["none"]
     assert keys("method.predictor=linear")["none"] != keys()["none"]
+    assert keys("eval.linear_features=l2")["none"] != keys()["none"]
 
 
 def test_an_attack_setting_may_narrow_the_seeds_and_leave_out_the_ablations(tmp_path):

@@ -58,6 +58,23 @@ def test_b1_filters_and_retrains_without_the_ground_truth_file_and_b2_reuses_it(
     assert b2["name"] == "b2" and b2["detected"] == block["detected"] and "pruning" in b2["time_s"]
 
 
+def test_b1_with_nothing_flagged_keeps_the_source_encoder_instead_of_training_it_again(source, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    b1 = tmp_path / "b1"
+    defend_main([str(src), "defense=b1", "defense.filter.dominance=1.0", f"hydra.run.dir={b1}"])  # no cluster dominates
+    metrics = json.loads((b1 / "metrics.json").read_text())
+    block, src_metrics = metrics["defense"], json.loads((src / "metrics.json").read_text())
+    assert block["detected"] == 0 and block["retrained"] is False and block["time_s"]["retraining"] == 0.0
+    assert {k: metrics[k] for k in ("acc_linear", "asr_linear", "machine")} == \
+        {k: src_metrics[k] for k in ("acc_linear", "asr_linear", "machine")}
+    assert not (b1 / "pretrain.log").exists()  # no training run was started there
+    defended, original = load_run(b1)[1].state_dict(), load_run(src)[1].state_dict()
+    assert all(torch.equal(defended[k], original[k]) for k in original)  # B2 prunes the source's encoder
+    defend_main([str(src), "defense=b2", f"defense.b1_run={b1}", f"hydra.run.dir={tmp_path / 'b2'}"])
+    assert json.loads((tmp_path / "b2" / "metrics.json").read_text())["defense"]["detected"] == 0
+
+
 def test_the_retraining_data_never_yields_an_excluded_index(data_root):
     cfg = make_cfg(*ATTACK)
     data = prepare_data(cfg)

@@ -81,12 +81,13 @@ def test_a_run_started_before_a_key_existed_resumes_while_the_key_holds_its_defa
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(b"")
     before = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))
-    del before["attack"]["params"]["opacity"], before["method"]["predictor"]
+    del before["attack"]["params"]["opacity"], before["method"]["predictor"], before["eval"]["linear_features"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(before))
     assert prepare_run_dir(cfg, tmp_path) == last
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(before))
     for other in (make_cfg("attack=sslbackdoor", "method=byol", "attack.params.opacity=0.5"),
-                  make_cfg("attack=sslbackdoor", "method=byol", "method.predictor=linear")):
+                  make_cfg("attack=sslbackdoor", "method=byol", "method.predictor=linear"),
+                  make_cfg("attack=sslbackdoor", "method=byol", "eval.linear_features=l2")):
         with pytest.raises(DiftUserError, match="different config"):
             prepare_run_dir(other, tmp_path)
 

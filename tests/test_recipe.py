@@ -63,12 +63,14 @@ def test_adam_and_adamw_decay_weights_only_and_scale_lr_with_the_batch():
         build_optimizer(opt_cfg(name="rmsprop"), [model])
 
 
-def test_an_unknown_optimizer_or_schedule_stops_the_run_before_any_data_is_read(tmp_path):
+def test_an_unknown_optimizer_schedule_or_probe_stops_the_run_before_any_data_is_read(tmp_path):
     with pytest.raises(DiftUserError, match="optimizer.name=rmsprop is not known: choose one of sgd, lars, adam"):
         run(make_cfg("optimizer.name=rmsprop", "data.root=/nonexistent"), tmp_path / "a")
     with pytest.raises(DiftUserError, match="optimizer.schedule=step is not known: choose one of warmup_cosine"):
         run(make_cfg("optimizer.schedule=step", "data.root=/nonexistent"), tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(DiftUserError, match="eval.linear_features=l1 is not known: choose one of raw, l2"):
+        run(make_cfg("eval.linear_features=l1", "data.root=/nonexistent"), tmp_path / "c")
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_one_cycle_warms_up_to_the_peak_and_anneals_far_below_it():
