@@ -7,7 +7,8 @@ probe on the backbone features as they are (``eval.linear_features=raw``, the de
 Per run: its features embedded once and both probes fit on them (the run's seed), and the median feature norm of
 the triggered test images over that of the clean ones. A run is the no-poison control when nothing was poisoned,
 else it is read as its defense (``none``: undefended). Then per method and probe, the undefended run's ASR excess
-over the control of the same seed, mean ± std over the seeds that have both. Writes ``--out`` .md and .json.
+over the control of the same seed, mean ± sample std over the seeds that have both. Writes ``--out`` .md and
+.json.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from harness.data import pin_data_root
 from harness.experiment import evaluation_features, load_run, prepare_data, score_backbone
+from harness.report import mean_std
 from results import runs_parser, write_results
 
 OUT = Path(__file__).with_name("linear_probe_results")
@@ -63,8 +63,8 @@ def excess(rows: list[dict]) -> list[dict]:
         row = {"method": method, "seeds": seeds}
         for col in (*(f"asr_linear_{p}" for p in PROBES), "asr_knn"):
             diffs = [by_seed[(s, "none")][col] - by_seed[(s, "control")][col] for s in seeds]
-            row[col] = {"per_seed": [round(d, 1) for d in diffs], "mean": round(float(np.mean(diffs)), 1),
-                        "std": round(float(np.std(diffs)), 1)}
+            mean, std = mean_std(diffs)  # sample std, as the grid's tables
+            row[col] = {"per_seed": [round(d, 1) for d in diffs], "mean": mean, "std": std}
         out.append(row)
     return out
 

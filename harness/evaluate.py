@@ -30,7 +30,8 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, normalize: Normal
     return torch.cat(out)
 
 
-LINEAR_FEATURES = ("raw", "l2")  # eval.linear_features: what the linear probe reads (docs/attacks.md, "The linear probe")
+# eval.linear_features: what the linear probe reads (docs/attacks.md, "What the linear probe reads")
+LINEAR_FEATURES = ("raw", "l2")
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, seed: int = 0, max_iter: int = 1000,

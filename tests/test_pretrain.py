@@ -162,6 +162,12 @@ def test_evaluate_run_reproduces_the_run_and_takes_other_triggers(attacked_run, 
     ctrl = json.loads((run_dir / "c.json").read_text())
     assert ctrl["attack"]["name"] == "ctrl" and ctrl["attack"]["params"]["positions"] == [7, 15]
     assert ctrl["acc_linear"] == pytest.approx(metrics["acc_linear"])
+    evaluate_run_main([str(run_dir), "eval.linear_features=l2", "--out", str(run_dir / "l2.json")])
+    assert json.loads((run_dir / "l2.json").read_text())["asr_knn"] == pytest.approx(metrics["asr_knn"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        evaluate_run_main([str(run_dir), "eval.linear_features=l1"])
+    assert e.value.code == 2 and "eval.linear_features=l1 is not known: choose one of raw, l2" in capsys.readouterr().err
 
 
 def test_no_poison_control_still_measures_asr(tmp_path, data_root):
