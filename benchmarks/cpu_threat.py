@@ -206,7 +206,10 @@ def cells() -> list[Cell]:
         base = ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder")
         out += [Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder", base, control=f"simclr_ce_clean_s{seed}"),
                 Cell("presets", f"simclr_ce_clean_s{seed}", "simclr CorruptEncoder's no-poison control",
-                     base + ("attack.rate=0",))]
+                     base + ("attack.rate=0",)),
+                # the trigger anywhere in the half beside the object, as SSL-Backdoor's patch anywhere on the image
+                Cell("presets", f"simclr_ce_rand_s{seed}", "simclr CorruptEncoder, trigger anywhere in its half",
+                     base + ("attack.params.trigger_position=random",), control=f"simclr_ce_clean_s{seed}")]
     patch = ("attack=sslbackdoor", "attack.params.patch_size=10")  # a larger patch than the preset's 8x8
     out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch (temperature 0.5)",
                     ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR, *patch), control="simclr_t05_clean_s0",

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Keys added after runs were made, at the value that trains what those runs trained before the key existed: a config
 # holding one at that value means the same run as a config without it (grid cell keys, resuming a run dir).
-ADDED_AT_DEFAULT = {"attack.params.opacity": 1.0, "method.predictor": "mlp", "eval.linear_features": "raw"}
+ADDED_AT_DEFAULT = {"attack.params.opacity": 1.0, "method.predictor": "mlp", "eval.linear_features": "raw",
+                    "attack.params.trigger_position": "center"}
 
 
 def pretrain_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -148,6 +148,26 @@ def test_corruptencoder_composes_object_background_and_trigger():
         torch.testing.assert_close(img[:, 14:18, trig_col:trig_col + 4], atk.pattern)
 
 
+def test_corruptencoder_puts_the_trigger_anywhere_in_the_free_half_when_asked():
+    data = image_set(n=40, classes=2, size=32)
+    atk = attacks.build("corruptencoder", patch_size=4, trigger_position="random")
+    res = atk.poison(data, target_class=0, rate=0.25, seed=0)
+    corners = set()
+    for i in res.poisoned_indexes:
+        img, obj = res.train.images[i], data.images[i].float() / 255
+        left = torch.allclose(img[:, :, :16], obj[:, :, 8:24])  # the object strip is untouched by the trigger
+        assert left or torch.allclose(img[:, :, 16:], obj[:, :, 8:24])
+        free = img[:, :, 16:] if left else img[:, :, :16]
+        found = [(r, c) for r in range(29) for c in range(13) if torch.equal(free[:, r:r + 4, c:c + 4], atk.pattern)]
+        assert len(found) == 1
+        corners.add(found[0])
+    assert len(corners) > 5  # not one fixed spot: the centre (14, 6) is what trigger_position=center gives
+    with pytest.raises(DiftUserError, match="trigger_position must be one of center, random"):
+        attacks.build("corruptencoder", trigger_position="edge")
+    with pytest.raises(DiftUserError, match="does not fit the 32x16 half"):
+        attacks.build("corruptencoder", patch_size=20).poison(data, target_class=0, rate=0.25, seed=0)
+
+
 def test_bad_attack_settings_fail_clearly():
     data = image_set()
     with pytest.raises(DiftUserError, match="unknown attack 'badnets'"):

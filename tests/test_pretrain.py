@@ -17,7 +17,7 @@ from dift_plugin.errors import DiftUserError
 from harness.detect import main as detect_main
 from harness.evaluate_run import main as evaluate_run_main
 from harness.plot_curves import plot as plot_curves
-from harness.pretrain import prepare_run_dir, run
+from harness.pretrain import prepare_run_dir, run, same_run
 from tests.conftest import TINY, make_cfg
 
 
@@ -90,6 +90,16 @@ def test_a_run_started_before_a_key_existed_resumes_while_the_key_holds_its_defa
                   make_cfg("attack=sslbackdoor", "method=byol", "eval.linear_features=l2")):
         with pytest.raises(DiftUserError, match="different config"):
             prepare_run_dir(other, tmp_path)
+
+
+def test_a_corruptencoder_run_from_before_trigger_position_is_the_same_run_at_the_centre():
+    def resolved(*overrides):  # as a run directory saves it
+        return OmegaConf.create(OmegaConf.to_container(make_cfg("attack=corruptencoder", *overrides), resolve=True))
+
+    before = resolved()
+    del before.attack.params.trigger_position
+    assert same_run(before, resolved())
+    assert not same_run(before, resolved("attack.params.trigger_position=random"))
 
 
 def test_cli_errors_are_clear(tmp_path):
