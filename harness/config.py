@@ -8,6 +8,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dift_plugin.errors import DiftUserError
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Keys added after runs were made, at the value that trains what those runs trained before the key existed: a config
 # holding one at that value means the same run as a config without it (grid cell keys, resuming a run dir).
@@ -32,3 +34,9 @@ def without_added_defaults(cfg: DictConfig, also: Iterable[str] = ()) -> DictCon
             if node is not None and leaf in node and (path in also or node[leaf] == ADDED_AT_DEFAULT[path]):
                 node.pop(leaf)
     return cfg
+
+
+def check_choice(key: str, value: object, allowed: Sequence[str]) -> None:
+    """Refuse a config value outside ``allowed``, naming the key and the choices."""
+    if value not in allowed:
+        raise DiftUserError(f"{key}={value} is not known: choose one of {', '.join(allowed)}")

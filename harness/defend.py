@@ -164,19 +164,17 @@ def defend_b1(source: Path, dcfg: DictConfig, out: Path) -> dict:
         print(f"B1: {block['reason']}; nothing flagged, so no re-training: the source run's encoder stands", flush=True)
         shutil.copytree(source / "checkpoints", out / "checkpoints", dirs_exist_ok=True)
         shutil.copyfile(source / "config.yaml", out / "config.yaml")
-        block["time_s"] = {"training": source_time(src_metrics), **block["time_s"], "retraining": 0.0}
-        result = {**source_scores(src_metrics), "defense": {**block, "retrained": False}}
-        write_json(out / "metrics.json", result)
-        return result
-    print(f"B1: {block['reason']}; re-training without {len(flagged)} samples", flush=True)
-    retrain = copy.deepcopy(cfg)
-    retrain.train_exclude = str(flagged_csv)
-    retrained = run(retrain, out)
-    block["time_s"] = {"training": source_time(src_metrics), **block["time_s"],
-                       "retraining": source_time(retrained)}
-    retrained["defense"] = {**block, "retrained": True}
-    write_json(out / "metrics.json", retrained)
-    return retrained
+        result, retraining = source_scores(src_metrics), 0.0
+    else:
+        print(f"B1: {block['reason']}; re-training without {len(flagged)} samples", flush=True)
+        retrain = copy.deepcopy(cfg)
+        retrain.train_exclude = str(flagged_csv)
+        result = run(retrain, out)
+        retraining = source_time(result)
+    block["time_s"] = {"training": source_time(src_metrics), **block["time_s"], "retraining": retraining}
+    result["defense"] = {**block, "retrained": len(flagged) > 0}
+    write_json(out / "metrics.json", result)
+    return result
 
 
 def write_defended(out: Path, cfg: DictConfig, dcfg: DictConfig, src_metrics: dict, metrics: dict, block: dict,

@@ -15,6 +15,7 @@ from attacks.base import Attack
 from dift_plugin.errors import DiftUserError
 from dift_plugin.images import ImageSet, to_float
 from harness.augment import Normalize
+from harness.config import check_choice
 from harness.data import load_split
 from harness.evaluate import LINEAR_FEATURES, embed_splits, score_features
 from harness.methods import BaseMethod, build_method
@@ -62,9 +63,7 @@ def score_backbone(feats: dict[str, torch.Tensor], cfg: DictConfig, data: RunDat
     """``evaluate_backbone``'s metrics from ``evaluation_features``; ``linear_features`` (default: the config's,
     ``raw`` for a run saved before the key existed) says what the linear probe reads."""
     linear_features = linear_features or str(cfg.eval.get("linear_features", "raw"))
-    if linear_features not in LINEAR_FEATURES:
-        raise DiftUserError(f"eval.linear_features={linear_features} is not known: choose one of "
-                            f"{', '.join(LINEAR_FEATURES)}")
+    check_choice("eval.linear_features", linear_features, LINEAR_FEATURES)
     return score_features(feats, data.train.labels, data.test.labels, len(data.train.classes),
                           int(cfg.attack.target_class) if data.attack else None, int(cfg.eval.knn_k),
                           float(cfg.eval.knn_temperature), int(cfg.seed), linear_features)

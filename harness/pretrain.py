@@ -32,7 +32,7 @@ from dift_plugin.images import ImageSet
 from dift_plugin.mixin import dift_config_of
 from harness.augment import Normalize
 from harness.callbacks import AtomicCheckpointIO, EpochStats
-from harness.config import without_added_defaults
+from harness.config import check_choice, without_added_defaults
 from harness.data import pin_data_root
 from harness.datamodule import ContrastiveDataModule
 from harness.defense import dift_data
@@ -103,8 +103,7 @@ def check_config(cfg: DictConfig) -> DIFTConfig | None:
             raise DiftUserError(f"{key} must be a positive integer, got {OmegaConf.select(cfg, key)}")
     for key, allowed in (("optimizer.name", OPTIMIZERS), ("optimizer.schedule", SCHEDULES),
                          ("eval.linear_features", LINEAR_FEATURES)):
-        if OmegaConf.select(cfg, key) not in allowed:
-            raise DiftUserError(f"{key}={OmegaConf.select(cfg, key)} is not known: choose one of {', '.join(allowed)}")
+        check_choice(key, OmegaConf.select(cfg, key), allowed)
     try:
         dift = dift_config_of(cfg)
         if dift is not None:
