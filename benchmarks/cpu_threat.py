@@ -68,6 +68,8 @@ MOCO_NEGATIVES = ("method.queue_size=256", "method.base_tau=0.9", "method.final_
 FORMER_MOCO = ("method.queue_size=4096", "method.base_tau=0.99", "method.final_tau=0.999", "method.temperature=0.2")
 FORMER = {"moco": FORMER_MOCO}
 
+# CorruptEncoder's CPU preset before its trigger went anywhere in its half (conf/preset_attack/cpu_corruptencoder.yaml)
+CE_CENTER = ("attack.params.trigger_position=center",)
 NO_MAX_POOL = "backbone.final_max_pool=false"
 METHOD_TRIALS = (
     ("m_simclr", "simclr, temperature 0.5 (the former preset; reference)",
@@ -79,7 +81,8 @@ METHOD_TRIALS = (
      ("method=moco", "attack=sslbackdoor", "attack.params.patch_size=5")),
     ("m_moco_p6", "moco, 6x6 patch (between the two)",
      ("method=moco", "attack=sslbackdoor", "attack.params.patch_size=6")),
-    ("m_moco_ce", "moco, CorruptEncoder instead of SSL-Backdoor", ("method=moco", "attack=corruptencoder")),
+    ("m_moco_ce", "moco, CorruptEncoder instead of SSL-Backdoor",
+     ("method=moco", "attack=corruptencoder", *CE_CENTER)),
     ("m_moco_cells4", "moco, a smooth trigger (4x4 colour cells, HTBA-like)",
      ("method=moco", "attack=sslbackdoor", "attack.params.pattern_cells=4")),
     ("m_moco_norm", "moco, CIFAR input normalisation (the script's)", ("method=moco", "attack=sslbackdoor", *CIFAR_NORM)),
@@ -108,7 +111,11 @@ METHOD_TRIALS = (
     ("m_byol_p6", "byol, 6x6 patch (between the two)",
      ("method=byol", "attack=sslbackdoor", "attack.params.patch_size=6")),
     ("m_byol_nomax", "byol, no max-pool before the global pool", ("method=byol", "attack=sslbackdoor", NO_MAX_POOL)),
-    ("m_byol_ce", "byol, CorruptEncoder instead of SSL-Backdoor", ("method=byol", "attack=corruptencoder")),
+    ("m_byol_ce", "byol, CorruptEncoder instead of SSL-Backdoor",
+     ("method=byol", "attack=corruptencoder", *CE_CENTER)),
+    # the trigger anywhere in the half beside the object: what made CorruptEncoder implant for SimCLR's kNN
+    ("m_byol_ce_rand", "byol, CorruptEncoder, trigger anywhere in its half",
+     ("method=byol", "attack=corruptencoder")),
     ("m_byol_cells4", "byol, a smooth trigger (4x4 colour cells, HTBA-like)",
      ("method=byol", "attack=sslbackdoor", "attack.params.pattern_cells=4")),
     ("m_byol_norm", "byol, CIFAR input normalisation (the script's)", ("method=byol", "attack=sslbackdoor", *CIFAR_NORM)),
@@ -204,12 +211,20 @@ def cells() -> list[Cell]:
                       ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR), "simclr_t05_clean_s0")
     for seed in SEEDS:  # each seed with its own no-poison run (CorruptEncoder's test trigger: the preset's 8x8 patch)
         base = ("preset=cpu", "method=simclr", f"seed={seed}", "attack=corruptencoder")
-        out += [Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder", base, control=f"simclr_ce_clean_s{seed}"),
+        # the preset: the trigger anywhere in the half beside the object (the runs' names from when it was a trial)
+        out += [Cell("presets", f"simclr_ce_rand_s{seed}", "simclr CorruptEncoder", base,
+                     control=f"simclr_ce_clean_s{seed}"),
                 Cell("presets", f"simclr_ce_clean_s{seed}", "simclr CorruptEncoder's no-poison control",
                      base + ("attack.rate=0",)),
-                # the trigger anywhere in the half beside the object, as SSL-Backdoor's patch anywhere on the image
-                Cell("presets", f"simclr_ce_rand_s{seed}", "simclr CorruptEncoder, trigger anywhere in its half",
-                     base + ("attack.params.trigger_position=random",), control=f"simclr_ce_clean_s{seed}")]
+                Cell("presets", f"simclr_ce_s{seed}", "simclr CorruptEncoder, trigger at the centre of its half "
+                     "(the former preset)", base + CE_CENTER, control=f"simclr_ce_clean_s{seed}")]
+    for seed in SEEDS:  # MoCo v2's preset (its negatives like SimCLR's); its no-poison runs: the SSL-Backdoor rows'
+        out.append(Cell("presets", f"moco_ce_s{seed}", "moco CorruptEncoder",
+                        ("preset=cpu", "method=moco", f"seed={seed}", "attack=corruptencoder"),
+                        control=f"moco_neg_clean_s{seed}"))
+    out.append(Cell("dift", "simclr_ce_dift_s0", "simclr CorruptEncoder + DIFT",
+                    ("preset=cpu", "method=simclr", "seed=0", "attack=corruptencoder", "defense=dift"),
+                    control="simclr_ce_clean_s0"))
     patch = ("attack=sslbackdoor", "attack.params.patch_size=10")  # a larger patch than the preset's 8x8
     out.append(Cell("presets", "simclr_p10_s0", "simclr SSL-Backdoor, 10x10 patch (temperature 0.5)",
                     ("preset=cpu", "method=simclr", "seed=0", *FORMER_SIMCLR, *patch), control="simclr_t05_clean_s0",
@@ -245,13 +260,14 @@ def run_cell(cell: Cell, root: Path, dry_run: bool) -> bool:
     return ok
 
 
-def control_metrics(cell: Cell, root: Path, dry_run: bool) -> dict | None:
-    """The no-poison ASR for ``cell``: its clean run's metrics, or that run evaluated with another trigger."""
+def control_metrics(cell: Cell, root: Path, dry_run: bool, stored: dict[str, dict]) -> dict | None:
+    """The no-poison ASR for ``cell``: its clean run's metrics (or the numbers stored for it when its run directory
+    is gone), or that run evaluated with another trigger."""
     if cell.control is None:
         return None
     clean = root / cell.control
     if not cell.control_attack:
-        return load(clean)
+        return load(clean) or stored.get(cell.control, {}).get("metrics")
     path = clean / f"control_{'_'.join(o.split('=')[1] for o in cell.control_attack)}.json"
     if not path.exists() and load(clean) is not None and not dry_run:
         subprocess.run([sys.executable, "-m", "harness.evaluate_run", str(clean), *cell.control_attack,
@@ -295,9 +311,9 @@ def collect(root: Path, all_cells: list[Cell], dry_run: bool, stored: dict[str, 
         if m is None:
             if c.name in stored:  # its control may have run since (``summary`` keeps the control's ASR only)
                 rows[c.name] = {**stored[c.name], "from": "stored",
-                                "control": stored[c.name]["control"] or control_metrics(c, root, dry_run)}
+                                "control": stored[c.name]["control"] or control_metrics(c, root, dry_run, stored)}
             continue
-        rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run)}
+        rows[c.name] = {"metrics": m, "control": control_metrics(c, root, dry_run, stored)}
         if c.poisoned and c.group == "ablation":  # a no-poison run has no trigger to find or place
             rows[c.name]["units"] = trigger_units(root / c.name)
         if c.poisoned and c.group == "methods":
@@ -520,6 +536,7 @@ def report(root: Path, all_cells: list[Cell], rows: dict[str, dict]) -> dict[str
     settings = [(shown(m), f"{m}_ssl_s0", f"{m}_ssl_dift_s0",
                  f"{m}_clean_s0", f"{m}_clean_dift_s0") for m in METHODS]
     settings.append(("moco", "moco_neg_s0", "moco_neg_dift_s0", "moco_neg_clean_s0", "moco_neg_clean_dift_s0"))
+    settings.append(("simclr, CorruptEncoder", "simclr_ce_rand_s0", "simclr_ce_dift_s0", "simclr_ce_clean_s0", ""))
     settings.append(("simclr (temperature 0.5)", "simclr_t05_s0", "simclr_t05_dift_s0", "simclr_t05_clean_s0",
                      "simclr_t05_clean_dift_s0"))
     for method, *names in settings:

@@ -117,7 +117,7 @@ class DIFTConfig:
 SPREADINGS = ("graph", "sklearn", "none")  # ours (sparse kNN graph), the paper's (scikit-learn's dense RBF), none
 ANCHOR_RULES = ("gated", "paper")  # the GMM's far side behind our two gates, or alone (anchors.filter_by_anchors)
 INTERSECTIONS = ("cumulative", "consecutive")  # S_{t-1} ∩ K_t or K_{t-1} ∩ K_t (dift_plugin.intersection)
-STABILITIES = ("members", "size")  # the set's samples and size settle, or its size alone (StabilityTracker)
+STABILITIES = ("members", "group", "size")  # its samples / its neighbourhood / its size alone settle (StabilityTracker)
 AT_STOP = ("skip", "act")  # an intersection never stable by the stop epoch: left alone, or acted on
 CHOICES = {"space": ("projector", "backbone"), "backend": ("auto", "exact", "hnsw"), "spreading": SPREADINGS,
            "anchor_rule": ANCHOR_RULES, "intersection": INTERSECTIONS, "stability": STABILITIES,

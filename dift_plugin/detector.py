@@ -55,7 +55,8 @@ class DIFTDetector:
             kept set), see ``dift_plugin.intersection``.
         patience, tolerance, stability: stable once, for ``patience`` epochs whose filter kept something, |S_t|
             changed by at most ``tolerance`` (relative) and (``stability="members"``) S_t kept at least
-            1 - ``tolerance`` of S_{t-1}'s samples; ``"size"``: the size alone (see ``StabilityTracker``).
+            1 - ``tolerance`` of S_{t-1}'s samples; ``"group"``: at least 1 - ``tolerance`` of S_t lies in S_{t-1}
+            or among its members' ``k`` nearest neighbours; ``"size"``: the size alone (see ``StabilityTracker``).
         min_cohesion: ... and S_t is one group: its largest group of members connected in the ``k``-NN graph holds
             at least this share of it (``cohesion_``; ``cohesion.largest_group_share``). 0 turns the check off (the
             paper has none: ours since 2026-12-04, docs/dift_in_training.md).
@@ -131,7 +132,8 @@ class DIFTDetector:
                 self.rounds_ += 1
                 if len(self.stable_set_) == 0:  # disjoint from the set so far: restart from this epoch's
                     self.stable_set_, self.rounds_ = self.last_kept_, 1
-                shared = len(np.intersect1d(before, self.stable_set_, assume_unique=True))
+                shared = len(np.intersect1d(self._neighbourhood(before, neighbours), self.stable_set_,
+                                            assume_unique=True))
                 self.cohesion_ = largest_group_share(neighbours.index[:, :self.k], self.stable_set_)
                 self.is_stable_ = self._stable(self.tracker_.update(len(self.stable_set_), shared))
             self.recent_set_ = self.stable_set_ if self.rounds_ >= self.min_rounds else np.zeros(0, dtype=np.int64)
@@ -222,6 +224,13 @@ class DIFTDetector:
         return self_consistent_prior(result.scores, seeds, anchors, self.spread_threshold)
 
     # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _neighbourhood(self, members: np.ndarray, neighbours: Neighbours) -> np.ndarray:
+        """What S_t is compared with for stability: S_{t-1} itself, or (``stability="group"``) S_{t-1} with its
+        members' ``k`` nearest neighbours in this epoch's embedding."""
+        if self.stability != "group" or len(members) == 0:
+            return members
+        return np.union1d(members, neighbours.index[members, :self.k].ravel())
 
     def _stable(self, settled: bool) -> bool:
         """Stable: the set has settled (``StabilityTracker``) and is one group (``cohesion_ >= min_cohesion``)."""

@@ -28,8 +28,10 @@ class StabilityTracker:
 
     An epoch settles the set when |S_t| changed by at most ``tolerance`` (relative; 0 = unchanged) and, under the
     ``members`` rule, S_t also holds at least (1 - ``tolerance``) of S_{t-1}'s samples: the same group, not another
-    one of about the same size (``size``: the size alone, the rule until 2026-12-04). Under the cumulative
-    intersection S_t is a subset of S_{t-1}, so the two rules agree there."""
+    one of about the same size (``size``: the size alone, the rule until 2026-12-04). Under ``group`` at least
+    (1 - ``tolerance``) of S_t lies in S_{t-1}'s neighbourhood (``shared`` counts S_t's members that are in S_{t-1}
+    or among its members' k nearest neighbours): the same group, whose members may change from epoch to epoch.
+    Under the cumulative intersection S_t is a subset of S_{t-1}, so the rules agree there."""
 
     patience: int = 2
     tolerance: float = 0.0
@@ -39,11 +41,12 @@ class StabilityTracker:
     sizes: list[int] = field(default_factory=list)
 
     def update(self, size: int, shared: int) -> bool:
-        """One epoch's |S_t| and |S_t ∩ S_{t-1}|; returns whether the set is now stable."""
+        """One epoch's |S_t| and |S_t ∩ S_{t-1}| (``group``: S_t's members in S_{t-1}'s neighbourhood); returns
+        whether the set is now stable."""
         if self.sizes:
             prev = self.sizes[-1]
             change = abs(size - prev) / max(prev, 1)
-            same_group = self.rule == "size" or shared >= (1 - self.tolerance) * prev
+            same_group = self.rule == "size" or shared >= (1 - self.tolerance) * (size if self.rule == "group" else prev)
             self.streak = self.streak + 1 if change <= self.tolerance and same_group and size >= self.min_size else 0
         self.sizes.append(int(size))
         return self.is_stable

@@ -220,16 +220,18 @@ def test_a_set_of_steady_size_but_changing_members_is_not_stable():
     rng = np.random.default_rng(5)
     pool = np.setdiff1d(rng.permutation(3000), anchors[0])[:140]
     center = rng.normal(size=32) * 3
-    by_size, by_members = DIFTDetector(stability="size"), DIFTDetector()
+    by_size, by_members, by_group = DIFTDetector(stability="size"), DIFTDetector(), DIFTDetector(stability="group")
     for t in range(6):
         xe = x.copy()
         group = pool[20 * t:20 * t + 40]
         xe[group] = center + 0.1 * rng.normal(size=(len(group), 32))
-        for det in (by_size, by_members):
+        for det in (by_size, by_members, by_group):
             det.partial_fit(xe, *anchors)
         assert np.isin(group, by_members.kept_).all()
     assert by_size.is_stable_ and len(by_size.stable_set_) == len(by_members.stable_set_)
     assert not by_members.is_stable_ and by_members.tracker_.streak == 0
+    # nor is it one group: S_{t-1}'s samples have left the dense spot, S_t is not among their neighbours
+    assert not by_group.is_stable_ and by_group.tracker_.streak == 0
     # deciding now (DIFT's stop epoch): the stable set is acted on; an unstable one only when asked to
     assert len(by_size.decided_indexes()) > 0 and len(by_members.decided_indexes()) == 0
     np.testing.assert_array_equal(by_members.decided_indexes("act"), by_members.recent_indexes_)
@@ -260,6 +262,29 @@ def test_consecutive_intersection_survives_poison_that_outnumbers_the_candidates
     assert len(consecutive.stable_set_) > 0.1 * len(poisoned)
     assert precision_recall(consecutive.stable_set_, poisoned)[0] == 1.0
     assert precision_recall(consecutive.poisoned_indexes_, poisoned) >= (0.95, 0.95)
+
+
+def test_a_poisoned_group_whose_densest_part_changes_every_epoch_is_stable_as_a_group():
+    """300 poisoned of 3,000 and 150 candidates, each sample's place in the poisoned cluster drifting (AR(1),
+    correlation 0.8): each epoch keeps another part of the cluster, so K_{t-1} ∩ K_t keeps too few of S_{t-1}'s
+    samples for the members rule to settle (CorruptEncoder at the CPU preset, docs/dift_in_training.md), but
+    S_t lies among the neighbours of S_{t-1}'s members, who stay in the cluster: the group rule settles, pure."""
+    x, labels, poisoned = classes_with_cluster(n=3000, poison_share=0.1)
+    anchors = anchors_for(labels, poisoned)
+    rng = np.random.default_rng(2)
+    center, offset = x[poisoned].mean(0), rng.normal(size=(len(poisoned), x.shape[1]))
+    by_members, by_group = DIFTDetector(), DIFTDetector(stability="group")
+    for _ in range(8):
+        offset = 0.8 * offset + 0.6 * rng.normal(size=offset.shape)
+        xe = x.copy()
+        xe[poisoned] = center + 0.1 * offset
+        for det in (by_members, by_group):
+            det.partial_fit(xe, *anchors)
+        assert by_members.tracker_.streak == 0
+    np.testing.assert_array_equal(by_group.stable_set_, by_members.stable_set_)  # the same sets, judged apart
+    assert by_group.is_stable_ and precision_recall(by_group.stable_set_, poisoned)[0] == 1.0
+    assert precision_recall(by_group.decided_indexes(), poisoned) >= (0.95, 0.95)
+    assert len(by_members.decided_indexes()) == 0
 
 
 def test_spreading_runs_once_when_its_result_is_first_read(monkeypatch):

@@ -14,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from dift_plugin.errors import DiftUserError
+from harness.config import pretrain_config
 from harness.detect import main as detect_main
 from harness.evaluate_run import main as evaluate_run_main
 from harness.plot_curves import plot as plot_curves
@@ -96,10 +97,16 @@ def test_a_corruptencoder_run_from_before_trigger_position_is_the_same_run_at_th
     def resolved(*overrides):  # as a run directory saves it
         return OmegaConf.create(OmegaConf.to_container(make_cfg("attack=corruptencoder", *overrides), resolve=True))
 
-    before = resolved()
+    before = resolved()  # the CPU preset's placement is `random` now; a run saved without the key was at the centre
     del before.attack.params.trigger_position
-    assert same_run(before, resolved())
-    assert not same_run(before, resolved("attack.params.trigger_position=random"))
+    assert same_run(before, resolved("attack.params.trigger_position=center"))
+    assert not same_run(before, resolved())
+
+
+def test_corruptencoder_at_the_cpu_preset_puts_its_trigger_anywhere_in_its_half_and_the_paper_at_the_centre():
+    cpu, paper = (pretrain_config([*preset, "attack=corruptencoder"]).attack for preset in (["preset=cpu"], []))
+    assert (cpu.rate, cpu.params.patch_size, cpu.params.trigger_position) == (0.1, 8, "random")
+    assert (paper.rate, paper.params.patch_size, paper.params.trigger_position) == (0.01, 5, "center")
 
 
 def test_cli_errors_are_clear(tmp_path):
