@@ -46,7 +46,8 @@ class StabilityTracker:
         if self.sizes:
             prev = self.sizes[-1]
             change = abs(size - prev) / max(prev, 1)
-            same_group = self.rule == "size" or shared >= (1 - self.tolerance) * (size if self.rule == "group" else prev)
+            of = size if self.rule == "group" else prev  # group: a share of S_t; members: of S_{t-1}
+            same_group = self.rule == "size" or shared >= (1 - self.tolerance) * of
             self.streak = self.streak + 1 if change <= self.tolerance and same_group and size >= self.min_size else 0
         self.sizes.append(int(size))
         return self.is_stable
