@@ -56,7 +56,9 @@ CIFAR_NORM = ("data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.247,0.2435,0.2616
 ABLATION_BASE = ("preset=cpu", "attack=sslbackdoor", "attack.rate=0.1", "attack.params.patch_size=8",
                  "trainer.max_epochs=40", "method.temperature=0.2", *CIFAR_NORM)
 STRONGER = ("data.mean=[0,0,0]", "data.std=[1,1,1]", "method.temperature=0.5")
-COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false")
+# every cell here was made with the linear probe on raw features, the CPU recipe's until 2026-12-05 (the same
+# encoders under both probes: benchmarks/linear_probe.py)
+COMMON = ("monitor.every=10", "trainer.enable_progress_bar=false", "eval.linear_features=raw")
 # SimCLR's CPU preset before temperature 1.0 (conf/recipe_method/cpu_simclr.yaml): its runs, kept as rows.
 FORMER_SIMCLR = ("method.temperature=0.5",)
 # MoCo v2 (its former CPU preset) and BYOL: what the trigger does to them, and the levers tried (20 epochs, seed 0).

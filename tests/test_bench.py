@@ -187,6 +187,14 @@ def test_keys_added_later_leave_finished_cells_their_keys_at_their_default(data_
     assert keys("eval.linear_features=l2")["none"] != keys()["none"]
 
 
+def test_the_cpu_grid_plans_exactly_its_committed_cells():
+    # the CPU recipe's probe changed after the grid ran (eval.linear_features=l2); the grid keeps the probe its cells
+    # were made with, so a sitting of `dift-bench bench=cpu` finds every cell finished instead of re-making them
+    committed = {p.name for p in (CONF_DIR.parent / "benchmarks" / "grids" / "cpu").iterdir() if (p / "cell.json").is_file()}
+    assert len(committed) == 108
+    assert {c.key for c in plan(load_bench("cpu", []))} == committed
+
+
 def test_an_attack_setting_may_narrow_the_seeds_and_leave_out_the_ablations(tmp_path):
     # the cpu grid's paper-setting rows: one seed, no ablations, every defense and the control
     grid = yaml.safe_load((CONF_DIR / "bench" / "cpu-smoke.yaml").read_text())

@@ -38,6 +38,7 @@ def test_the_cpu_preset_trains_with_the_cpu_recipe_and_recipe_solo_undoes_it():
         assert (c.optimizer.name, c.optimizer.lr, c.optimizer.schedule) == ("adam", 2e-3, "one_cycle")
         assert c.method.joint_views and c.method.projector_bn and c.backbone.final_max_pool
         assert list(c.data.mean) == [0, 0, 0] and list(c.data.std) == [1, 1, 1]
+        assert c.eval.linear_features == "l2" and solo[m].eval.linear_features == "raw"  # the script's probe
         s = solo[m]
         assert s.optimizer.schedule == "warmup_cosine" and not s.method.joint_views and not s.backbone.final_max_pool
         assert s.optimizer.name == {"simclr": "lars", "moco": "sgd", "byol": "lars"}[m]
@@ -49,6 +50,7 @@ def test_the_cpu_preset_trains_with_the_cpu_recipe_and_recipe_solo_undoes_it():
     moco = solo["moco"].method
     assert (moco.queue_size, moco.base_tau, moco.final_tau, moco.temperature) == (4096, 0.99, 0.999, 0.2)
     assert paper.optimizer.name == "sgd" and paper.optimizer.schedule == "warmup_cosine"  # preset=paper: solo-learn's
+    assert paper.eval.linear_features == "raw"
 
 
 def test_adam_and_adamw_decay_weights_only_and_scale_lr_with_the_batch():
