@@ -1,6 +1,7 @@
 """How much DIFT's detection depends on which clean anchors were drawn: recorded runs replayed with other draws.
 
     python benchmarks/anchor_draws.py DIR [DIR ...] [--draws 5] [--per-class 10 20] [--into docs/dift_in_training.md]
+    python benchmarks/anchor_draws.py DIR --subsets --draws 4 --per-class 5 8   # subsets of the run's own anchors
 
 Each DIR is a recording of ``benchmarks/dift_inputs.py record``. The detector is replayed over its recorded epochs
 (``anchor_rules.replay``: the shipped defaults, deciding as DIFT in training does) with the anchors the run drew,
@@ -9,7 +10,9 @@ pool the harness draws from). The anchors are the defender's only labelled data 
 benign dense group that no anchor reaches passes the anchor filter: this measures how often that happens. Reported
 per recording and anchor count: what each draw detects (precision / recall; on a no-poison recording the share of
 the training set removed), over the draws the median recall or the number of draws that remove more than 0.5 %
-of a clean training set (#11's bar), and the classes of what the run's own draw detects.
+of a clean training set (#11's bar), and the classes of what the run's own draw detects. With ``--subsets`` the
+draws are subsets of the run's own anchors instead: whether a decision kept only where it holds under several
+subsets of the defender's one draw would not hang on that draw.
 """
 
 from __future__ import annotations
@@ -45,14 +48,15 @@ def classes_of(index: np.ndarray, labels: np.ndarray, names: list[str], top: int
     return ", ".join(f"{names[c]} {counts[c]}" for c in np.argsort(-counts, kind="stable")[:top] if counts[c]) or "–"
 
 
-def draws(recording: Path, rule: str, per_class: list[int], n_draws: int) -> list[dict]:
-    """One row per anchor count: the recorded draw first (its own row), then ``n_draws`` seeded draws each."""
+def draws(recording: Path, rule: str, per_class: list[int], n_draws: int, subsets: bool = False) -> list[dict]:
+    """One row per anchor count: the recorded draw first (its own row), then ``n_draws`` seeded draws each, from
+    the clean training samples or (``subsets``) from the run's own anchors."""
     truth = np.load(recording / "truth.npy")
     labels, names = training_labels(recording)
-    pool = np.setdiff1d(np.arange(len(labels)), truth)
+    own = np.load(recording / "anchors.npz")["index"]
+    pool = own if subsets else np.setdiff1d(np.arange(len(labels)), truth)
     recorded, detected = replay(recording, rule)
-    n = len(np.load(recording / "anchors.npz")["index"])
-    rows = [{"run": recording.name, "anchors": f"the run's ({n})", "replays": [recorded],
+    rows = [{"run": recording.name, "anchors": f"the run's ({len(own)})", "replays": [recorded],
              "classes": classes_of(detected, labels, names)}]
     for k in per_class:
         replays = []
@@ -60,7 +64,8 @@ def draws(recording: Path, rule: str, per_class: list[int], n_draws: int) -> lis
             anchors = draw_anchors(labels, k, pool=pool, random_state=1000 + r)
             replays.append(replay(recording, rule, anchors=anchors)[0])
             print(recording.name, k, r, replays[-1]["detected"], flush=True)
-        rows.append({"run": recording.name, "anchors": f"{k} per class, {n_draws} other draws", "replays": replays})
+        kind = "subsets of the run's" if subsets else "other draws"
+        rows.append({"run": recording.name, "anchors": f"{k} per class, {n_draws} {kind}", "replays": replays})
     return rows
 
 
@@ -90,14 +95,15 @@ def main() -> None:
     p = recordings_parser(__doc__, OUT)
     p.add_argument("--draws", type=int, default=5, help="other anchor draws per anchor count (default 5)")
     p.add_argument("--per-class", type=int, nargs="+", default=[10, 20], help="anchors per class (default 10 20)")
+    p.add_argument("--subsets", action="store_true", help="draw from the run's own anchors, not the clean pool")
     p.add_argument("--rule", choices=ANCHOR_RULES, default="paper",
                    help="the anchor rule replayed (default: the shipped one, paper)")
     args = p.parse_args()
     check_recorded(args.dirs)
-    rows = [row for d in args.dirs for row in draws(d, args.rule, args.per_class, args.draws)]
+    rows = [row for d in args.dirs for row in draws(d, args.rule, args.per_class, args.draws, args.subsets)]
     print(write_results(args.out, table(rows), rows, into=args.into,
                         note="Each row: one recording, its detector replayed with the shipped defaults and other "
-                             "anchor draws (seeded 1000, 1001, ...)."))
+                             "anchor draws (seeded 1000, 1001, ...; with --subsets, drawn from the run's own anchors)."))
 
 
 if __name__ == "__main__":
