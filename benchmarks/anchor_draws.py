@@ -11,8 +11,8 @@ benign dense group that no anchor reaches passes the anchor filter: this measure
 per recording and anchor count: what each draw detects (precision / recall; on a no-poison recording the share of
 the training set removed), over the draws the median recall or the number of draws that remove more than 0.5 %
 of a clean training set (#11's bar), and the classes of what the run's own draw detects. With ``--subsets`` the
-draws are subsets of the run's own anchors instead: whether a decision kept only where it holds under several
-subsets of the defender's one draw would not hang on that draw.
+draws are subsets of the run's own anchors instead, to measure whether a decision that must hold under several
+subsets of the defender's one draw escapes what that draw lacks.
 """
 
 from __future__ import annotations
