@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from dift_plugin.errors import DiftUserError
 from harness.bench import load_bench, plan
 from harness.config import CONF_DIR
+from tests.conftest import REPO
 
 REPORT_FILES = [f"{t}.{ext}" for t in ("table1", "table2", "detection", "ablations", "cost", "clean") for ext in ("md", "csv")] + [
     "fig3.png", "fig5.png", "cells.csv", "README.md"]
@@ -190,7 +191,7 @@ def test_keys_added_later_leave_finished_cells_their_keys_at_their_default(data_
 def test_the_cpu_grid_plans_exactly_its_committed_cells():
     # the CPU recipe's probe changed after the grid ran (eval.linear_features=l2); the grid keeps the probe its cells
     # were made with, so a sitting of `dift-bench bench=cpu` finds every cell finished instead of re-making them
-    committed = {p.name for p in (CONF_DIR.parent / "benchmarks" / "grids" / "cpu").iterdir() if (p / "cell.json").is_file()}
+    committed = {p.name for p in (REPO / "benchmarks" / "grids" / "cpu").iterdir() if (p / "cell.json").is_file()}
     assert len(committed) == 108
     assert {c.key for c in plan(load_bench("cpu", []))} == committed
 

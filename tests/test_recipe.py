@@ -38,8 +38,8 @@ def test_the_cpu_preset_trains_with_the_cpu_recipe_and_recipe_solo_undoes_it():
         assert (c.optimizer.name, c.optimizer.lr, c.optimizer.schedule) == ("adam", 2e-3, "one_cycle")
         assert c.method.joint_views and c.method.projector_bn and c.backbone.final_max_pool
         assert list(c.data.mean) == [0, 0, 0] and list(c.data.std) == [1, 1, 1]
-        assert c.eval.linear_features == "l2" and solo[m].eval.linear_features == "raw"  # the script's probe
         s = solo[m]
+        assert c.eval.linear_features == "l2" and s.eval.linear_features == "raw"  # the script's probe
         assert s.optimizer.schedule == "warmup_cosine" and not s.method.joint_views and not s.backbone.final_max_pool
         assert s.optimizer.name == {"simclr": "lars", "moco": "sgd", "byol": "lars"}[m]
         assert s.method.projector_bn == (m == "byol") and list(s.data.mean) == [0.4914, 0.4822, 0.4465]
